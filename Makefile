@@ -1,0 +1,53 @@
+# gpu-pricer: set-up and checks. Every target creates .venv when needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test test-cpu test-cudasim lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+## serve: install the project and start the service on the CPU fallback
+serve: $(VENV)/.installed
+	@if [ -f api/main.py ]; then \
+		GPU_PRICER_BACKEND=$${GPU_PRICER_BACKEND:-numba} $(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT); \
+	else \
+		echo "The HTTP service (api/) is not built yet; the library is installed in $(VENV)."; exit 1; \
+	fi
+
+## lint: ruff and mypy
+lint: $(STAMP)
+	$(BIN)/ruff check gpu_pricer tests bench tools
+	$(BIN)/mypy
+
+## test: lint, the CPU suite, then the CUDA-simulator suite in its own process
+test: lint test-cpu test-cudasim
+
+test-cpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not cudasim"
+
+test-cudasim: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim
+
+## bench: the full benchmark suite; bench-quick: the same code at small sizes
+bench: $(STAMP)
+	$(BIN)/python -m bench.core --size 1000000
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.core --size 200000 --repeat 3
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,211 @@
+"""Argument checking and normalisation for `gpu_pricer.price` (no pricing here).
+
+Whole-call mistakes (an unknown model, a Greek the model lacks, ``spot``
+given to a forward model, shapes that do not broadcast) raise a
+`ValueError` before anything is computed.  Row-level problems (a NaN, a
+negative vol, an unknown option type in an array) are left to the kernels,
+which mark just that row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .kernels import formulas as f
+
+MODELS: dict[str, int] = {"bsm": f.BSM, "black76": f.BLACK76, "bachelier": f.BACHELIER}
+
+#: Every Greek, in output order, with the value index the kernels use.
+GREEKS: dict[str, int] = {
+    "delta": f.DELTA,
+    "gamma": f.GAMMA,
+    "vega": f.VEGA,
+    "theta": f.THETA,
+    "rho": f.RHO,
+    "dividend_rho": f.DIVIDEND_RHO,
+    "vanna": f.VANNA,
+    "volga": f.VOLGA,
+    "charm": f.CHARM,
+    "speed": f.SPEED,
+    "zomma": f.ZOMMA,
+    "color": f.COLOR,
+    "veta": f.VETA,
+}
+BSM_ONLY_GREEKS = frozenset({"dividend_rho"})
+DTYPES = ("float64", "float32")
+
+_CALL = 1
+_PUT = 0
+_INVALID = -1
+_TYPE_WORDS = {"call": _CALL, "c": _CALL, "put": _PUT, "p": _PUT}
+
+#: Order of the numeric inputs handed to the kernels (after option_type).
+FIELDS = ("underlying", "strike", "t", "sigma", "r", "q")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked call: flat 1-d inputs (length n or 1) ready for a kernel."""
+
+    model: int
+    xp: ModuleType
+    shape: tuple[int, ...]
+    n: int
+    dtype: np.dtype[Any]
+    otype: Any
+    values: tuple[Any, ...]  # underlying, strike, t, sigma, r, q
+    names: tuple[str, ...]  # output names: "price", then the Greeks
+    codes: np.ndarray[Any, np.dtype[np.int64]]
+
+    @property
+    def steps(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        arrays = (self.otype, *self.values)
+        return np.array([1 if a.shape[0] == self.n and self.n > 1 else 0 for a in arrays],
+                        dtype=np.int64)
+
+
+def model_code(model: str) -> int:
+    try:
+        return MODELS[model]
+    except (KeyError, TypeError):
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {model!r}") from None
+
+
+def greek_names(greeks: str | Iterable[str], model: str) -> tuple[str, ...]:
+    """Requested Greeks in the caller's order, duplicates removed; "all"
+    means every Greek the model has."""
+    if isinstance(greeks, str):
+        if greeks != "all":
+            raise ValueError(f"greeks must be 'all' or a list of names, got {greeks!r}")
+        return tuple(g for g in GREEKS if model == "bsm" or g not in BSM_ONLY_GREEKS)
+    names: list[str] = []
+    for g in greeks:
+        if g not in GREEKS:
+            raise ValueError(f"unknown Greek {g!r}; valid: {', '.join(GREEKS)}")
+        if g in BSM_ONLY_GREEKS and model != "bsm":
+            raise ValueError(f"{g} is defined for model 'bsm' only, not {model!r}")
+        if g not in names:
+            names.append(g)
+    return tuple(names)
+
+
+def _array_module(values: Sequence[Any]) -> ModuleType:
+    for v in values:
+        if type(v).__module__.split(".")[0] == "cupy":
+            import cupy  # noqa: PLC0415
+
+            return cupy  # type: ignore[no-any-return]
+    return np
+
+
+def _numeric(xp: ModuleType, name: str, value: Any, dtype: np.dtype[Any]) -> Any:
+    try:
+        arr = xp.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot be read as numbers ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected numbers, got an array of dtype {arr.dtype}")
+    return arr.astype(dtype, copy=False)
+
+
+def option_codes(xp: ModuleType, value: Any) -> Any:
+    """1 for call, 0 for put, -1 for anything else (a per-row error)."""
+    if isinstance(value, str):
+        code = _TYPE_WORDS.get(value.lower())
+        if code is None:
+            raise ValueError(f"option_type must be call/put/c/p (any case), got {value!r}")
+        return xp.asarray(code, dtype=np.int8)
+    if isinstance(value, (bool, np.bool_)):
+        return xp.asarray(_CALL if value else _PUT, dtype=np.int8)
+    arr = value if xp is not np else np.asarray(value)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int8)
+    if xp is not np:
+        raise ValueError("option_type on the device must be a boolean array (True = call)")
+    if arr.dtype.kind == "O":
+        arr = arr.astype(str)
+    if arr.dtype.kind not in "US":
+        raise ValueError(
+            f"option_type must be strings or booleans (True = call), got dtype {arr.dtype}"
+        )
+    if arr.dtype.kind == "S":
+        arr = np.char.decode(arr, "ascii", errors="replace")
+    low = np.strings.lower(arr)
+    out = np.full(arr.shape, _INVALID, dtype=np.int8)
+    out[(low == "call") | (low == "c")] = _CALL
+    out[(low == "put") | (low == "p")] = _PUT
+    return out
+
+
+def _flat(xp: ModuleType, arr: Any, shape: tuple[int, ...]) -> Any:
+    if arr.size == 1:
+        return arr.reshape(1)
+    if arr.shape != shape:
+        arr = xp.broadcast_to(arr, shape)
+    return xp.ascontiguousarray(arr).reshape(-1)
+
+
+def build_request(
+    *,
+    model: str,
+    option_type: Any,
+    strike: Any,
+    t: Any,
+    sigma: Any,
+    spot: Any,
+    forward: Any,
+    r: Any,
+    q: Any,
+    greeks: str | Iterable[str],
+    dtype: Any,
+) -> Request:
+    """Check every whole-call rule and return flat inputs for the kernels."""
+    code = model_code(model)
+    if model == "bsm":
+        if forward is not None:
+            raise ValueError("model 'bsm' takes spot, not forward (use black76 for a forward)")
+        if spot is None:
+            raise ValueError("model 'bsm' needs spot")
+        underlying, und_name = spot, "spot"
+    else:
+        if spot is not None:
+            raise ValueError(f"model {model!r} takes forward, not spot")
+        if forward is None:
+            raise ValueError(f"model {model!r} needs forward")
+        underlying, und_name = forward, "forward"
+        if not (np.isscalar(q) and q == 0):
+            raise ValueError(f"q applies to model 'bsm' only, not {model!r}")
+    names = ("price", *greek_names(greeks, model))
+    if str(dtype) not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    dt = np.dtype(str(dtype))
+    raw = {und_name: underlying, "strike": strike, "t": t, "sigma": sigma, "r": r, "q": q}
+    xp = _array_module([option_type, *raw.values()])
+    arrays = {name: _numeric(xp, name, v, dt) for name, v in raw.items()}
+    otype = option_codes(xp, option_type)
+    try:
+        shape = tuple(np.broadcast_shapes(otype.shape, *(a.shape for a in arrays.values())))
+    except ValueError:
+        shapes = ", ".join(f"{k}{tuple(a.shape)}" for k, a in arrays.items())
+        raise ValueError(
+            f"inputs do not broadcast together: option_type{tuple(otype.shape)}, {shapes}"
+        ) from None
+    n = int(np.prod(shape)) if shape else 1
+    flat = tuple(_flat(xp, a, shape) for a in arrays.values())
+    codes = np.array([f.PRICE, *(GREEKS[g] for g in names[1:])], dtype=np.int64)
+    return Request(
+        model=code,
+        xp=xp,
+        shape=shape,
+        n=n,
+        dtype=dt,
+        otype=_flat(xp, otype, shape),
+        values=flat,
+        names=names,
+        codes=codes,
+    )

@@ -1,0 +1,1 @@
+"""Scalar formulas and the fused kernels built from them (internal)."""

@@ -1,0 +1,505 @@
+"""Scalar pricing formulas, compiled once for the CPU and once for CUDA.
+
+`build(jit)` defines every scalar function with the decorator it is given
+(``numba.njit`` for the CPU kernel, ``numba.cuda.jit(device=True)`` for the
+CUDA kernel), so both kernels run the same source lines.  Each function
+works on one option in float64 and returns plain floats.
+
+The normalised Black call ``b(x, s) = e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``
+(Jaeckel, "Let's Be Rational", 2015, eq. 2.3; the price is
+``D * sqrt(F K) * b``) is evaluated without cancellation for out-of-the-money
+options (x <= 0) in three regions of ``h = x/s`` and ``t = s/2``:
+
+* ``h + t < -10``: the asymptotic expansion of Mills' ratio
+  ``M(z) = N(z)/n(z) ~ sum_m (-1)^m (2m-1)!! / |z|^(2m+1)`` applied to
+  ``b = n(h) e^{-t^2/2} (M(h+t) - M(h-t))`` with the difference of powers
+  taken factor by factor;
+* small ``t`` (below 0.25 in the kernels): the Taylor series ``M(h+t) - M(h-t) = 2 sum_{k odd} I_k(h) t^k/k!``
+  where ``I_k = M^(k) = int_0^inf u^k e^{hu - u^2/2} du`` satisfy
+  ``I_{k+1} = h I_k + k I_{k-1}``; the ratios ``I_k/I_0`` come from the forward
+  recurrence (its error stays below the problem's own condition number
+  for t < 0.25; the reference path also uses Miller's backward recurrence,
+  the continued fraction of Mills' ratio, for larger t);
+* elsewhere the direct formula with erfc-based normal tails, where the
+  subtraction loses at most a factor of about four.
+
+In-the-money prices are the intrinsic value plus the out-of-the-money price
+of the other type (put-call symmetry of the normalised price), so no region
+subtracts two large numbers.  The Bachelier price uses
+``s * (z N(z) + n(z)) = s * N(z) * I_1(z)/I_0(z)`` for ``z <= 0`` in the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from .mills_table import COEFFS as _RHO1_COEFFS
+from .mills_table import DEGREE as _RHO1_DEGREE
+from .mills_table import PIECES as _RHO1_PIECES
+from .mills_table import WIDTH as _RHO1_WIDTH
+
+INV_SQRT2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+
+#: Number of Taylor terms of the reference path (odd: the nesting pairs them).
+TAYLOR_TERMS = 41
+#: Terms of the kernels' short series, used for t = s/2 below SMALL_T.
+SMALL_T_TERMS = 14
+SMALL_T = 0.1
+#: Extra steps of Miller's backward recurrence before the first used ratio.
+MILLER_EXTRA = 60
+#: ``h + t`` below this uses the asymptotic expansion.
+ASYMPTOTIC_D1 = -10.0
+#: ``h`` at or above this uses the forward recurrence for ``I_k/I_0``.
+FORWARD_H = -2.0
+
+# Indices of the values `evaluate` returns.
+PRICE, DELTA, GAMMA, VEGA, THETA, RHO, DIVIDEND_RHO = 0, 1, 2, 3, 4, 5, 6
+VANNA, VOLGA, CHARM, SPEED, ZOMMA, COLOR, VETA = 7, 8, 9, 10, 11, 12, 13
+N_VALUES = 14
+
+# Model codes.
+BSM, BLACK76, BACHELIER = 0, 1, 2
+
+# Per-row error codes (mirrors gpu_pricer.errors.ErrorCode).
+OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+)
+
+
+# 1/(k+1) for the series loop (multiplications, not divisions, on the hot path).
+_INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
+
+# Layout of the context tuple `core` returns and `value` reads.
+(C_MODEL, C_W, C_UND, C_K, C_T, C_SIGMA, C_R, C_Q, C_CARRY, C_FWD_RHO, C_PRICE, C_DR, C_DQ,
+ C_SQT, C_S, C_D1, C_D2, C_N1, C_ND1, C_ND2) = range(20)
+N_CTX = 20
+
+
+def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
+    """Compile the scalar formulas with `jit` and return them by name."""
+
+    @jit
+    def norm_cdf(z: float) -> float:
+        """N(z) through erfc, accurate in both tails."""
+        return 0.5 * math.erfc(-z * INV_SQRT2)
+
+    @jit
+    def norm_pdf(z: float) -> float:
+        return INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+    @jit
+    def miller_ratio(h: float, k: int, n_start: int) -> float:
+        """r_k = I_k(h)/I_{k-1}(h) for h <= 0 by the backward recurrence
+        r_n = n/(r_{n+1} - h), started at n_start from the saddle point."""
+        r = 0.5 * h + math.sqrt(n_start + 1.0 + 0.25 * h * h)
+        n = n_start
+        while n >= k:
+            r = n / (r - h)
+            n -= 1
+        return r
+
+    @jit
+    def rho1(h: float) -> float:
+        """I_1(h)/I_0(h) = 1/M(h) + h for -11 <= h <= 0, from the piecewise
+        Chebyshev table (about 1 ulp; the direct formula cancels as h^2)."""
+        j = int(-h * (1.0 / _RHO1_WIDTH))
+        if j >= _RHO1_PIECES:
+            j = _RHO1_PIECES - 1
+        u = 2.0 * (h + (j + 1) * _RHO1_WIDTH) * (1.0 / _RHO1_WIDTH) - 1.0
+        b1 = 0.0
+        b2 = 0.0
+        for i in range(_RHO1_DEGREE, 0, -1):
+            b0 = 2.0 * u * b1 - b2 + _RHO1_COEFFS[j, i]
+            b2 = b1
+            b1 = b0
+        return u * b1 - b2 + _RHO1_COEFFS[j, 0]
+
+    @jit
+    def gauss_small(t: float) -> float:
+        """exp(-t^2/2) for t < SMALL_T by its Taylor polynomial (error < 1e-17)."""
+        u = 0.5 * t * t
+        return 1.0 - u * (1.0 - u * 0.5 * (1.0 - u * (1.0 / 3.0) * (1.0 - u * 0.25 * (
+            1.0 - u * 0.2 * (1.0 - u * (1.0 / 6.0) * (1.0 - u * (1.0 / 7.0)))))))
+
+    @jit
+    def taylor_sums(h: float, t: float, rho1: float) -> Any:
+        """(even, odd) parts of sum_k (I_k(h)/I_0(h)) t^k/k! for h <= 0, t < SMALL_T,
+        by the forward recurrence rho_{k+1} = h rho_k + k rho_{k-1}."""
+        rho_prev = 1.0
+        rho = rho1
+        c = t
+        even = 1.0
+        odd = rho * c
+        for k in range(1, SMALL_T_TERMS):
+            rho_next = h * rho + k * rho_prev
+            rho_prev = rho
+            rho = rho_next
+            c *= t * _INV_NEXT[k]
+            if k % 2 == 0:
+                odd += rho * c
+            else:
+                even += rho * c
+        return even, odd
+
+    @jit
+    def asymptotic_difference(h: float, t: float) -> float:
+        """M(h+t) - M(h-t) for h + t << 0 by the asymptotic series of M."""
+        p = 1.0 / (-h - t)
+        q = 1.0 / (-h + t)
+        sp = p + q
+        pq = p * q
+        e_even = 0.0  # e_{2m}, starting at e_0
+        e_odd = 1.0  # e_{2m+1}, starting at e_1
+        total = 1.0
+        coef = 1.0
+        for m in range(1, 40):
+            # e_{n+1} = (p + q) e_n - p q e_{n-1}, two steps per term
+            e_even = sp * e_odd - pq * e_even
+            e_odd = sp * e_even - pq * e_odd
+            coef *= -(2.0 * m - 1.0)
+            term = coef * e_odd
+            total += term
+            if abs(term) < 1e-17 * abs(total):
+                break
+        return 2.0 * t * pq * total
+
+    @jit
+    def black_parts(ax: float, s: float) -> Any:
+        """For h = -ax/s <= 0 and t = s/2: (b, N(h+t), N(h-t), n(h+t), e^{ax/2}),
+        b the normalised out-of-the-money Black call, every part without
+        cancellation."""
+        e = math.exp(0.5 * ax)
+        if s <= 0.0:
+            if ax == 0.0:
+                return 0.0, 0.5, 0.5, INV_SQRT_2PI, e
+            return 0.0, 0.0, 0.0, 0.0, e
+        h = -ax / s
+        t = 0.5 * s
+        if h + t < ASYMPTOTIC_D1:
+            b = INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t)) * asymptotic_difference(h, t)
+            return b, norm_cdf(h + t), norm_cdf(h - t), norm_pdf(h + t), e
+        if t < SMALL_T:
+            cdf = norm_cdf(h)
+            g = gauss_small(t)
+            even, odd = taylor_sums(h, t, rho1(h))
+            c = cdf * g
+            pdf_g = INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t))
+            return 2.0 * c * odd, c * e * (even + odd), c / e * (even - odd), pdf_g * e, e
+        pa = norm_cdf(h + t)
+        pb = norm_cdf(h - t)
+        return pa / e - e * pb, pa, pb, norm_pdf(h + t), e
+
+    @jit
+    def black_otm(x: float, s: float) -> float:
+        """Normalised out-of-the-money Black call b(x, s) for x <= 0, s >= 0."""
+        return black_parts(-x, s)[0]
+
+    @jit
+    def bachelier_otm(z: float) -> float:
+        """z N(z) + n(z) for z <= 0, without cancellation."""
+        if z >= FORWARD_H:
+            return z * norm_cdf(z) + norm_pdf(z)
+        return norm_cdf(z) * miller_ratio(z, 1, MILLER_EXTRA + 40)
+
+    @jit
+    def lognormal_core(model: float, w: float, und: float, k: float, t: float, sigma: float,
+                       r: float, carry: float, forward_rho: float) -> Any:
+        """Price and the shared parts of every Greek, generalised Black-Scholes
+        (Haug 2007, ch. 1-2): `und` is the spot (bsm, cost of carry r - q) or
+        the forward (black76, carry 0 so q = r); `w` is +1 call, -1 put."""
+        q = r - carry
+        dr = math.exp(-r * t)
+        dq = math.exp(-q * t)
+        sqt = math.sqrt(t)
+        s = sigma * sqt
+        x = math.log(und / k) + carry * t
+        ax = abs(x)
+        if s > 0.0:
+            d1 = x / s + 0.5 * s
+            d2 = d1 - s
+        else:
+            d1 = 0.0
+            d2 = 0.0
+        if s > 0.0 and 0.5 * s >= SMALL_T and -ax / s + 0.5 * s >= ASYMPTOTIC_D1:
+            # The textbook formula: here its subtraction loses at most a few bits,
+            # well within the problem's own condition number.
+            nd1 = norm_cdf(w * d1)
+            nd2 = norm_cdf(w * d2)
+            n1 = norm_pdf(d1)
+            price = w * (und * dq * nd1 - k * dr * nd2)
+            return (model, w, und, k, t, sigma, r, q, carry, forward_rho, price, dr, dq, sqt, s,
+                    d1, d2, n1, nd1, nd2)
+        b, pa, pb, n_a, e = black_parts(ax, s)
+        # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
+        itm = w * x > 0.0
+        intrinsic = w * (und * dq - k * dr) if itm else 0.0
+        if x > 0.0:
+            n1 = n_a / (e * e)
+            nd1 = 1.0 - pb if w > 0.0 else pb
+            nd2 = 1.0 - pa if w > 0.0 else pa
+            price = intrinsic + dr * k * e * b
+        else:
+            n1 = n_a
+            nd1 = pa if w > 0.0 else 1.0 - pa
+            nd2 = pb if w > 0.0 else 1.0 - pb
+            price = intrinsic + dr * k * b / e
+        return (model, w, und, k, t, sigma, r, q, carry, forward_rho, price, dr, dq, sqt, s,
+                d1, d2, n1, nd1, nd2)
+
+    @jit
+    def rate(num: float, den: float) -> float:
+        """num/den for den >= 0, with the limits 0 (num == 0) and +-inf (den == 0)."""
+        if num == 0.0:
+            return 0.0
+        if den == 0.0:
+            return math.copysign(math.inf, num)
+        return num / den
+
+    @jit
+    def lognormal_value(code: int, c: Any) -> float:
+        """One output of a lognormal context (units: see gpu_pricer.price)."""
+        w = c[C_W]
+        und = c[C_UND]
+        k = c[C_K]
+        t = c[C_T]
+        sigma = c[C_SIGMA]
+        r = c[C_R]
+        q = c[C_Q]
+        carry = c[C_CARRY]
+        dr = c[C_DR]
+        dq = c[C_DQ]
+        sqt = c[C_SQT]
+        s = c[C_S]
+        d1 = c[C_D1]
+        d2 = c[C_D2]
+        n1 = c[C_N1]
+        nd1 = c[C_ND1]
+        nd2 = c[C_ND2]
+        if code == PRICE:
+            return c[C_PRICE]
+        if code == DELTA:
+            return w * dq * nd1
+        if code == RHO:
+            return -t * c[C_PRICE] if c[C_FWD_RHO] > 0.0 else w * k * t * dr * nd2
+        if code == DIVIDEND_RHO:
+            return math.nan if c[C_FWD_RHO] > 0.0 else -w * und * t * dq * nd1
+        theta0 = w * (q * und * dq * nd1 - r * k * dr * nd2)
+        charm0 = q * w * dq * nd1
+        if n1 == 0.0:  # far from the money, or sigma*sqrt(t) = 0 away from it
+            if code == THETA:
+                return theta0
+            if code == CHARM:
+                return charm0
+            return 0.0
+        if s > 0.0:
+            gamma = dq * n1 / (und * s)
+            vega = und * dq * n1 * sqt
+            if code == GAMMA:
+                return gamma
+            if code == VEGA:
+                return vega
+            if code == THETA:
+                return theta0 - 0.5 * und * dq * n1 * sigma / sqt
+            if code == VANNA:
+                return -dq * n1 * d2 / sigma
+            if code == VOLGA:
+                return vega * d1 * d2 / sigma
+            if code == SPEED:
+                return -gamma / und * (d1 / s + 1.0)
+            if code == ZOMMA:
+                return gamma * (d1 * d2 - 1.0) / sigma
+            dd1 = carry / s - 0.5 * d2 / t
+            if code == CHARM:
+                return charm0 - dq * n1 * dd1
+            if code == COLOR:
+                return gamma * (q + 0.5 / t + d1 * dd1)
+            return vega * (q - 0.5 / t + d1 * dd1)  # VETA
+        # At the money with sigma*sqrt(t) = 0: one-sided limits, +-inf where singular.
+        vega = und * dq * n1 * sqt
+        if code == GAMMA:
+            return math.inf
+        if code == VEGA:
+            return vega
+        if code == THETA:
+            return theta0 - rate(0.5 * und * dq * n1 * sigma, sqt)
+        if code == VANNA:
+            return 0.5 * dq * n1 * sqt
+        if code == VOLGA:
+            return 0.0
+        if code == SPEED or code == ZOMMA:
+            return -math.inf
+        if code == CHARM:
+            if sigma > 0.0:
+                return charm0 - dq * n1 * rate(carry / sigma + 0.25 * sigma, sqt)
+            return charm0 - dq * n1 * rate(carry, 0.0)
+        d1_dd1 = 0.5 * carry + 0.125 * sigma * sigma
+        if code == COLOR:
+            return math.inf if t == 0.0 else rate(q + 0.5 / t + d1_dd1, 0.0)
+        return -math.inf if t == 0.0 else vega * (q - 0.5 / t + d1_dd1)  # VETA
+
+    @jit
+    def bachelier_core(model: float, w: float, f: float, k: float, t: float, sigma: float,
+                       r: float) -> Any:
+        """Price and shared parts of the normal model on a forward, discounted
+        at r (forward held fixed for theta and rho).  Context slots: C_D1 holds
+        d = (F - K)/(sigma sqrt(t)), C_N1 n(d), C_ND1 N(w d)."""
+        dr = math.exp(-r * t)
+        sqt = math.sqrt(t)
+        s = sigma * sqt
+        m = f - k
+        intrinsic = abs(m) if w * m > 0.0 else 0.0
+        if s > 0.0:
+            d = m / s
+            price = dr * (intrinsic + s * bachelier_otm(-abs(d)))
+            n = norm_pdf(d)
+            nd = norm_cdf(w * d)
+        else:
+            d = 0.0
+            price = dr * intrinsic
+            n = INV_SQRT_2PI if m == 0.0 else 0.0
+            nd = 0.5 if m == 0.0 else (1.0 if intrinsic > 0.0 else 0.0)
+        return (model, w, f, k, t, sigma, r, 0.0, 0.0, 1.0, price, dr, 1.0, sqt, s,
+                d, 0.0, n, nd, 0.0)
+
+    @jit
+    def bachelier_value(code: int, c: Any) -> float:
+        """One output of a Bachelier context (units: see gpu_pricer.price)."""
+        w = c[C_W]
+        t = c[C_T]
+        sigma = c[C_SIGMA]
+        r = c[C_R]
+        price = c[C_PRICE]
+        dr = c[C_DR]
+        sqt = c[C_SQT]
+        s = c[C_S]
+        d = c[C_D1]
+        n = c[C_N1]
+        nd = c[C_ND1]
+        if code == PRICE:
+            return price
+        if code == DELTA:
+            return w * dr * nd
+        if code == RHO:
+            return -t * price
+        if code == DIVIDEND_RHO:
+            return math.nan
+        if n == 0.0:
+            if code == THETA:
+                return r * price
+            if code == CHARM:
+                return r * w * dr * nd
+            return 0.0
+        vega = dr * sqt * n
+        if s > 0.0:
+            gamma = dr * n / s
+            if code == GAMMA:
+                return gamma
+            if code == VEGA:
+                return vega
+            if code == THETA:
+                return r * price - 0.5 * dr * n * sigma / sqt
+            if code == VANNA:
+                return -dr * n * d / sigma
+            if code == VOLGA:
+                return vega * d * d / sigma
+            if code == SPEED:
+                return -gamma * d / s
+            if code == ZOMMA:
+                return gamma * (d * d - 1.0) / sigma
+            if code == CHARM:
+                return r * w * dr * nd + 0.5 * dr * n * d / t
+            if code == COLOR:
+                return r * gamma - 0.5 * gamma * (d * d - 1.0) / t
+            return r * vega - 0.5 * vega * (1.0 + d * d) / t  # VETA
+        if code == GAMMA:
+            return math.inf
+        if code == VEGA:
+            return vega
+        if code == THETA:
+            return r * price - rate(0.5 * dr * n * sigma, sqt)
+        if code == ZOMMA:
+            return -math.inf
+        if code == CHARM:
+            return r * w * dr * nd
+        if code == COLOR:
+            return math.inf if t == 0.0 else rate(r + 0.5 / t, 0.0)
+        if code == VETA:
+            return -math.inf if t == 0.0 else vega * (r - 0.5 / t)
+        return 0.0  # VANNA, VOLGA, SPEED: d = 0 exactly
+
+    @jit
+    def finite(v: float) -> bool:
+        return v - v == 0.0
+
+    @jit
+    def check(model: int, otype: int, und: float, k: float, t: float,
+              sigma: float, r: float, q: float) -> int:
+        """The row's error code (0 when it can be priced)."""
+        if otype < 0:
+            return BAD_TYPE
+        if not (finite(und) and finite(k) and finite(t) and finite(sigma)
+                and finite(r) and finite(q)):
+            return NON_FINITE
+        if sigma < 0.0:
+            return NEG_SIGMA
+        if t < 0.0:
+            return NEG_T
+        if model != BACHELIER:
+            if und <= 0.0:
+                return BAD_UNDERLYING
+            if k <= 0.0:
+                return BAD_STRIKE
+        return OK
+
+    @jit
+    def evaluate(model: int, otype: int, und: float, k: float, t: float,
+                 sigma: float, r: float, q: float) -> Any:
+        """(error code, context) for one row; read outputs with `value`."""
+        err = check(model, otype, und, k, t, sigma, r, q)
+        if err == OK:
+            w = 1.0 if otype == 1 else -1.0
+            if model == BSM:
+                c = lognormal_core(0.0, w, und, k, t, sigma, r, r - q, 0.0)
+            elif model == BLACK76:
+                c = lognormal_core(1.0, w, und, k, t, sigma, r, 0.0, 1.0)
+            else:
+                c = bachelier_core(2.0, w, und, k, t, sigma, r)
+            if finite(c[C_PRICE]):
+                return OK, c
+            err = OVERFLOW
+        z = 0.0
+        return err, (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+
+    @jit
+    def value(code: int, err: int, c: Any) -> float:
+        """Output `code` (PRICE, DELTA, ...) of an evaluated row; NaN for a bad row."""
+        if err != OK:
+            return math.nan
+        if c[C_MODEL] == BACHELIER:
+            return bachelier_value(code, c)
+        return lognormal_value(code, c)
+
+    return SimpleNamespace(
+        norm_cdf=norm_cdf,
+        norm_pdf=norm_pdf,
+        rho1=rho1,
+        black_parts=black_parts,
+        black_otm=black_otm,
+        bachelier_otm=bachelier_otm,
+        check=check,
+        evaluate=evaluate,
+        value=value,
+    )
