@@ -185,7 +185,9 @@ def run_cupy(req: Request, out: Any, err: Any) -> None:
 def run_numba(req: Request, out: Any, err: Any) -> None:
     from .kernels import cpu  # noqa: PLC0415
 
-    cpu.price_kernel(req.model, req.otype, *req.values, req.steps, req.codes, out, err)
+    und, strike, t, sigma, r, q = req.values
+    cpu.price_kernel(req.model, req.otype, und, strike, t, sigma, r, q, req.steps, req.codes,
+                     out, err)
 
 
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:

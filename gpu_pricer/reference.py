@@ -23,9 +23,9 @@ INV_SQRT_2PI = f.INV_SQRT_2PI
 
 def _erfc(xp: ModuleType) -> Any:
     if xp.__name__ == "cupy":
-        import cupyx.scipy.special as special  # noqa: PLC0415
+        from cupyx.scipy import special  # noqa: PLC0415
     else:
-        import scipy.special as special  # noqa: PLC0415
+        from scipy import special  # noqa: PLC0415
     return special.erfc
 
 
@@ -179,8 +179,9 @@ def lognormal(
         x = xp.log(und / k) + carry * t
         scale = xp.sqrt(und) * xp.sqrt(k) * xp.exp(-0.5 * (r + q) * t)
         itm = w * x > 0.0
-        intrinsic = xp.where(itm, 2.0 * xp.sinh(0.5 * xp.abs(x)), 0.0)
-        price = scale * (intrinsic + black_otm(xp, -xp.abs(x), s))
+        # intrinsic value of the discounted forward, exact at t = 0, plus time value
+        intrinsic = xp.where(itm, w * (und * dq - k * dr), 0.0)
+        price = intrinsic + scale * black_otm(xp, -xp.abs(x), s)
         pos = s > 0.0
         atm = ~pos & (x == 0.0)
         s_safe = xp.where(pos, s, 1.0)

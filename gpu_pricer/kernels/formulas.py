@@ -5,28 +5,30 @@
 CUDA kernel), so both kernels run the same source lines.  Each function
 works on one option in float64 and returns plain floats.
 
-The normalised Black call ``b(x, s) = e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``
-(Jaeckel, "Let's Be Rational", 2015, eq. 2.3; the price is
-``D * sqrt(F K) * b``) is evaluated without cancellation for out-of-the-money
-options (x <= 0) in three regions of ``h = x/s`` and ``t = s/2``:
+Accuracy.  The normalised Black call
+``b(x, s) = e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``
+(Jaeckel, "Let's Be Rational", 2015; the price is ``D K e^{x/2} b``) is
+evaluated for the out-of-the-money side ``h = -|x|/s``, ``t = s/2`` in three
+regions, so that the error stays within a few ulps times the price's own
+condition number (tests/test_accuracy.py checks this against mpmath):
 
 * ``h + t < -10``: the asymptotic expansion of Mills' ratio
-  ``M(z) = N(z)/n(z) ~ sum_m (-1)^m (2m-1)!! / |z|^(2m+1)`` applied to
-  ``b = n(h) e^{-t^2/2} (M(h+t) - M(h-t))`` with the difference of powers
-  taken factor by factor;
-* small ``t`` (below 0.25 in the kernels): the Taylor series ``M(h+t) - M(h-t) = 2 sum_{k odd} I_k(h) t^k/k!``
-  where ``I_k = M^(k) = int_0^inf u^k e^{hu - u^2/2} du`` satisfy
-  ``I_{k+1} = h I_k + k I_{k-1}``; the ratios ``I_k/I_0`` come from the forward
-  recurrence (its error stays below the problem's own condition number
-  for t < 0.25; the reference path also uses Miller's backward recurrence,
-  the continued fraction of Mills' ratio, for larger t);
-* elsewhere the direct formula with erfc-based normal tails, where the
-  subtraction loses at most a factor of about four.
+  ``M(z) = N(z)/n(z) ~ sum_m (-1)^m (2m-1)!! / |z|^(2m+1)`` in
+  ``b = n(h) e^{-t^2/2} (M(h+t) - M(h-t))``, the difference of powers taken
+  factor by factor, so nothing cancels;
+* ``t < SMALL_T``: the Taylor series in ``t`` of ``M(h +- t)``, whose
+  coefficients ``I_k(h)/I_0(h)`` (``I_k = M^(k) = int_0^inf u^k e^{hu-u^2/2} du``)
+  follow from ``I_{k+1} = h I_k + k I_{k-1}`` started at ``I_1/I_0``, read
+  from a Chebyshev table (`mills_table`); the same series gives ``N(d1)``,
+  ``N(d2)`` and ``n(d1)`` for the Greeks without further erfc calls;
+* elsewhere the textbook formula, whose subtraction loses at most a factor
+  ``|h|/(2t)`` there, below the condition number.
 
-In-the-money prices are the intrinsic value plus the out-of-the-money price
-of the other type (put-call symmetry of the normalised price), so no region
-subtracts two large numbers.  The Bachelier price uses
-``s * (z N(z) + n(z)) = s * N(z) * I_1(z)/I_0(z)`` for ``z <= 0`` in the same way.
+In-the-money prices are the discounted intrinsic value (exact at t = 0)
+plus the out-of-the-money time value.  The Bachelier price uses
+``s (z N(z) + n(z)) = s N(z) I_1(z)/I_0(z)`` for ``z <= 0`` in the same way.
+The reference path (`gpu_pricer.reference`) uses the Taylor series for
+larger ``t`` too, with Miller's backward recurrence for the ratios.
 """
 
 from __future__ import annotations
@@ -339,7 +341,7 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
             return 0.5 * dq * n1 * sqt
         if code == VOLGA:
             return 0.0
-        if code == SPEED or code == ZOMMA:
+        if code == SPEED or code == ZOMMA:  # noqa: PLR1714 (numba-friendly)
             return -math.inf
         if code == CHARM:
             if sigma > 0.0:

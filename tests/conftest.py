@@ -1,0 +1,33 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+#: CPU backends every test runs on (the GPU ones need a device or the simulator).
+CPU_BACKENDS = ("numpy", "numba")
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def random_book(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A realistic mix of options (bsm inputs)."""
+    rng = np.random.default_rng(seed)
+    spot = rng.uniform(20.0, 200.0, n)
+    return {
+        "spot": spot,
+        "strike": spot * np.exp(rng.normal(0.0, 0.3, n)),
+        "t": np.exp(rng.uniform(np.log(1 / 365), np.log(10.0), n)),
+        "sigma": rng.uniform(0.02, 1.0, n),
+        "r": rng.uniform(-0.02, 0.1, n),
+        "q": rng.uniform(0.0, 0.06, n),
+        "option_type": rng.random(n) < 0.5,
+    }

@@ -1,0 +1,163 @@
+"""Backends agree with the NumPy reference; 'auto' chooses and falls back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gpu_pricer as gp
+from gpu_pricer import dispatch
+from gpu_pricer.settings import get_settings
+
+from .conftest import SIMULATED, random_book
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dispatch() -> Iterator[None]:
+    dispatch.reset()
+    get_settings.cache_clear()
+    yield
+    dispatch.reset()
+    get_settings.cache_clear()
+
+
+def _book_with_bad_rows(n: int, seed: int) -> dict[str, Any]:
+    book: dict[str, Any] = random_book(n, seed)
+    book["sigma"][::97] = -0.1
+    book["spot"][5::101] = np.nan
+    book["t"][7::103] = 0.0
+    book["sigma"][9::89] = 0.0
+    return book
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any], rtol: float) -> None:
+    assert list(a) == list(b)
+    np.testing.assert_array_equal(a["error"], b["error"])
+    for name in a:
+        if name == "error":
+            continue
+        x, y = a[name], b[name]
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        ok = ~np.isnan(x)
+        scale = np.max(np.abs(x[ok & np.isfinite(x)]))
+        np.testing.assert_allclose(x[ok], y[ok], rtol=rtol, atol=rtol * 1e-3 * scale,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_numba_agrees_with_reference(model: str) -> None:
+    book = _book_with_bad_rows(5000, seed=21)
+    kw: dict[str, Any] = {"option_type": book["option_type"], "strike": book["strike"],
+                          "t": book["t"], "sigma": book["sigma"], "r": book["r"],
+                          "greeks": "all"}
+    if model == "bsm":
+        kw.update(spot=book["spot"], q=book["q"])
+    elif model == "black76":
+        kw.update(forward=book["spot"])
+    else:
+        kw.update(forward=book["spot"] / 1000, strike=book["strike"] / 1000 - 0.05,
+                  sigma=book["sigma"] / 100)
+    ref = gp.price(model=model, backend="numpy", **kw)
+    fast = gp.price(model=model, backend="numba", **kw)
+    assert (ref["error"] != 0).sum() > 50
+    _compare(ref, fast, rtol=1e-11)
+
+
+def test_float32_is_float64_arithmetic_on_float32_inputs(backend: str) -> None:
+    book = random_book(3000, seed=8)
+    kw = {k: v for k, v in book.items() if k != "option_type"}
+    f32 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], dtype="float32",
+                   backend=backend, **kw)
+    rounded = {k: v.astype(np.float32).astype(np.float64) for k, v in kw.items()}
+    f64 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], backend=backend,
+                   **rounded)
+    for name in ("price", "delta", "vega"):
+        assert f32[name].dtype == np.float32
+        np.testing.assert_allclose(f32[name], f64[name].astype(np.float32), rtol=1.2e-7,
+                                   atol=1e-30)
+
+
+def test_backends_report_here() -> None:
+    status = gp.backends()
+    assert set(status) == {"numpy", "numba", "cupy", "numba-cuda"}
+    assert status["numpy"].available and status["numba"].available
+    if not SIMULATED:
+        # this machine has no GPU driver: the fallback a user meets with cupy installed
+        assert not status["cupy"].available
+        assert "driver" in status["cupy"].reason or "not importable" in status["cupy"].reason
+        assert not status["numba-cuda"].available
+
+
+def test_auto_falls_back_to_numba_without_a_device() -> None:
+    assert dispatch.candidates("auto", on_device=False)[0] == "numba"
+    out = gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
+    ref = gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
+                   backend="numba")
+    assert out["price"] == ref["price"]
+
+
+def test_named_backend_that_is_unavailable_raises() -> None:
+    if SIMULATED:
+        pytest.skip("the simulator makes numba-cuda available")
+    with pytest.raises(RuntimeError, match="backend 'numba-cuda' is not available"):
+        gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
+                 backend="numba-cuda")
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
+                 backend="tpu")
+
+
+def test_device_failing_at_first_use_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU that looks usable but fails when used: auto prices on the CPU,
+    remembers the failure and reports it."""
+    real_probe = dispatch._probe
+
+    def probe(name: str) -> dispatch.BackendStatus:
+        if name == "numba-cuda":
+            return dispatch.BackendStatus(name, True, "pretend device")
+        return real_probe(name)
+
+    calls: list[str] = []
+
+    def broken(req: Any, out: Any, err: Any) -> None:
+        calls.append("numba-cuda")
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    monkeypatch.setattr(dispatch, "_probe", probe)
+    monkeypatch.setattr(dispatch, "_simulated", lambda: False)
+    monkeypatch.setitem(dispatch.RUNNERS, "numba-cuda", broken)
+    book = random_book(100, seed=2)
+    out = gp.price(option_type=book["option_type"], spot=book["spot"], strike=book["strike"],
+                   t=book["t"], sigma=book["sigma"])
+    ref = gp.price(option_type=book["option_type"], spot=book["spot"], strike=book["strike"],
+                   t=book["t"], sigma=book["sigma"], backend="numba")
+    np.testing.assert_array_equal(out["price"], ref["price"])
+    assert calls == ["numba-cuda"]
+    st = gp.backends()["numba-cuda"]
+    assert not st.available and "CUDA_ERROR_ILLEGAL_ADDRESS" in st.reason
+    gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
+    assert calls == ["numba-cuda"]  # not tried again
+
+
+def test_environment_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPU_PRICER_BACKEND", "numpy")
+    get_settings.cache_clear()
+    assert dispatch.candidates("auto", on_device=False) == ["numpy"]
+    monkeypatch.setenv("GPU_PRICER_BACKEND", "quantum")
+    get_settings.cache_clear()
+    with pytest.raises(Exception, match="backend"):
+        get_settings()
+
+
+def test_chunked_reference_matches_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    book = random_book(1000, seed=4)
+    kw = {k: v for k, v in book.items() if k != "option_type"}
+    whole = gp.price(option_type=book["option_type"], backend="numpy", greeks="all", **kw)
+    monkeypatch.setenv("GPU_PRICER_CHUNK_ROWS", "77")
+    get_settings.cache_clear()
+    chunked = gp.price(option_type=book["option_type"], backend="numpy", greeks="all", **kw)
+    for name in whole:
+        np.testing.assert_array_equal(chunked[name], whole[name])

@@ -1,0 +1,75 @@
+"""The Numba-CUDA kernel under Numba's CUDA simulator.
+
+Run in its own process: ``NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim``
+(``make test`` does).  The simulator executes the kernel's Python source
+thread by thread, so the sizes are small; the source is the one compiled
+for a real device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gpu_pricer as gp
+from gpu_pricer import dispatch
+
+from .conftest import SIMULATED, random_book
+
+pytestmark = [
+    pytest.mark.cudasim,
+    pytest.mark.skipif(not SIMULATED, reason="needs NUMBA_ENABLE_CUDASIM=1 (own process)"),
+]
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_cuda_kernel_agrees_with_reference(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # small chunks, so the chunked host<->device path is exercised too
+    monkeypatch.setenv("GPU_PRICER_CHUNK_ROWS", "48")
+    from gpu_pricer.settings import get_settings
+
+    get_settings.cache_clear()
+    book: dict[str, Any] = random_book(120, seed=31)
+    book["sigma"][::17] = -0.2
+    book["t"][3::19] = 0.0
+    book["spot"][4::23] = np.inf
+    kw: dict[str, Any] = {"option_type": book["option_type"], "strike": book["strike"],
+                          "t": book["t"], "sigma": book["sigma"], "r": book["r"],
+                          "greeks": "all"}
+    if model == "bsm":
+        kw.update(spot=book["spot"], q=book["q"])
+    elif model == "black76":
+        kw.update(forward=book["spot"])
+    else:
+        kw.update(forward=book["spot"] / 1000 - 0.05, strike=book["strike"] / 1000 - 0.05,
+                  sigma=book["sigma"] / 100)
+    ref = gp.price(model=model, backend="numpy", **kw)
+    sim = gp.price(model=model, backend="numba-cuda", **kw)
+    get_settings.cache_clear()
+    np.testing.assert_array_equal(sim["error"], ref["error"])
+    assert (ref["error"] != 0).sum() >= 10
+    for name in ref:
+        x, y = ref[name], sim[name]
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        ok = np.isfinite(x)
+        np.testing.assert_allclose(y[ok], x[ok], rtol=1e-11,
+                                   atol=1e-14 * np.max(np.abs(x[ok])), err_msg=name)
+
+
+def test_cuda_kernel_float32_and_broadcast_scalars() -> None:
+    strikes = np.linspace(80.0, 120.0, 40)
+    sim = gp.price(option_type="put", spot=100.0, strike=strikes, t=0.5, sigma=0.25, r=0.02,
+                   greeks=["delta", "gamma"], dtype="float32", backend="numba-cuda")
+    ref = gp.price(option_type="put", spot=100.0, strike=strikes, t=0.5, sigma=0.25, r=0.02,
+                   greeks=["delta", "gamma"], dtype="float32", backend="numba")
+    for name in ("price", "delta", "gamma"):
+        assert sim[name].dtype == np.float32
+        np.testing.assert_array_equal(sim[name], ref[name])
+
+
+def test_auto_never_picks_the_simulator() -> None:
+    dispatch.reset()
+    assert gp.backends()["numba-cuda"].available
+    assert "numba-cuda" not in dispatch.candidates("auto", on_device=False)
