@@ -193,25 +193,28 @@ def run_numba(req: Request, out: Any, err: Any) -> None:
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
     from numba import cuda  # noqa: PLC0415
 
+    from .kernels import cpu  # noqa: PLC0415
     from .kernels import cuda as kcuda  # noqa: PLC0415
 
+    size = cpu.tier_for(req.codes)
+    kern = kcuda.kernel(req.model, size)
     steps = cuda.to_device(req.steps)
-    codes = cuda.to_device(req.codes)
+    slots = cuda.to_device(cpu.slots_for(req.codes, size))
     tpb = kcuda.THREADS_PER_BLOCK
     if req.xp is not np:  # device input, device output: one launch
         blocks = max(1, min((req.n + tpb - 1) // tpb, 65535))
-        kcuda.price_kernel[blocks, tpb](req.model, req.otype, *req.values, steps, codes, out, err)
+        kern[blocks, tpb](req.otype, *req.values, steps, slots, out, err)
         return
     m = req.codes.shape[0]
     for lo in _chunks(req.n):
         hi = min(lo + get_settings().chunk_rows, req.n)
-        size = hi - lo
+        size_rows = hi - lo
         ins = [cuda.to_device(np.ascontiguousarray(_part(a, lo, hi))) for a in
                (req.otype, *req.values)]
-        d_out = cuda.device_array((m, size), dtype=out.dtype)
-        d_err = cuda.device_array(size, dtype=err.dtype)
-        blocks = max(1, min((size + tpb - 1) // tpb, 65535))
-        kcuda.price_kernel[blocks, tpb](req.model, *ins, steps, codes, d_out, d_err)
+        d_out = cuda.device_array((m, size_rows), dtype=out.dtype)
+        d_err = cuda.device_array(size_rows, dtype=err.dtype)
+        blocks = max(1, min((size_rows + tpb - 1) // tpb, 65535))
+        kern[blocks, tpb](*ins, steps, slots, d_out, d_err)
         for j in range(m):
             d_out[j].copy_to_host(out[j, lo:hi])
         d_err.copy_to_host(err[lo:hi])

@@ -24,9 +24,8 @@ from numba import njit, prange
 
 from . import formulas
 
-_F = formulas.build(njit(cache=False, nogil=True))
-evaluate = _F.evaluate
-value = _F.value
+_F = formulas.build(njit(cache=False, nogil=True, inline="always"),
+                    cold=njit(cache=False, nogil=True))
 
 #: Outputs computed by each tier: codes 0..size-1.
 TIERS = (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)
@@ -49,6 +48,10 @@ def slots_for(codes: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
 def kernel(model: int, size: int) -> Callable[..., None]:
     """The compiled kernel for `model` computing value codes 0..size-1."""
 
+    evaluate = _F.evaluate[model]
+    values = _F.values[model]
+    tier = _F.tiers[size]
+
     @njit(parallel=True, nogil=True, cache=False)
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, slots: Any, out: Any, err: Any) -> None:  # pragma: no cover
@@ -56,8 +59,7 @@ def kernel(model: int, size: int) -> Callable[..., None]:
         s0, s1, s2, s3, s4, s5, s6 = (steps[0], steps[1], steps[2], steps[3], steps[4],
                                       steps[5], steps[6])
         for i in prange(n):
-            e, v = evaluate(
-                model,
+            e, c = evaluate(
                 otype[i * s0],
                 np.float64(und[i * s1]),
                 np.float64(strike[i * s2]),
@@ -67,10 +69,11 @@ def kernel(model: int, size: int) -> Callable[..., None]:
                 np.float64(q[i * s6]),
             )
             err[i] = e
+            vals = tier(values(e, c))
             for j in range(size):
                 slot = slots[j]
                 if slot >= 0:
-                    out[slot, i] = value(j, e, v)
+                    out[slot, i] = vals[j]
 
     return run  # type: ignore[no-any-return]
 

@@ -1,53 +1,53 @@
-"""The fused Numba-CUDA kernel, built from the same scalar formulas as the
-CPU kernel.  Importing this module needs numba-cuda; it runs on a device
-or under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+"""The fused Numba-CUDA kernels, built from the same scalar formulas as the
+CPU kernels and specialised the same way (model x tier of outputs).
+Importing this module needs numba-cuda; the kernels run on a device or
+under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from numba import cuda
 
 from . import formulas
 
-_F = formulas.build(cuda.jit(device=True))
-evaluate = _F.evaluate
-value = _F.value
+_F = formulas.build(cuda.jit(device=True, inline="always"), cold=cuda.jit(device=True))
 
 THREADS_PER_BLOCK = 256
 
 
-@cuda.jit
-def price_kernel(
-    model: int,
-    otype: Any,
-    und: Any,
-    strike: Any,
-    t: Any,
-    sigma: Any,
-    r: Any,
-    q: Any,
-    steps: Any,
-    codes: Any,
-    out: Any,
-    err: Any,
-) -> None:  # pragma: no cover - compiled
-    """Grid-stride loop over rows; same arguments as the CPU kernel."""
-    n = err.shape[0]
-    m = codes.shape[0]
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for i in range(start, n, stride):
-        e, v = evaluate(
-            model,
-            otype[i * steps[0]],
-            float(und[i * steps[1]]),
-            float(strike[i * steps[2]]),
-            float(t[i * steps[3]]),
-            float(sigma[i * steps[4]]),
-            float(r[i * steps[5]]),
-            float(q[i * steps[6]]),
-        )
-        err[i] = e
-        for j in range(m):
-            out[j, i] = value(codes[j], e, v)
+@cache
+def kernel(model: int, size: int) -> Callable[..., Any]:
+    """The CUDA kernel for `model` computing value codes 0..size-1; same
+    arguments as `gpu_pricer.kernels.cpu.kernel`, launched as
+    ``kernel(model, size)[blocks, THREADS_PER_BLOCK](...)``."""
+    evaluate = _F.evaluate[model]
+    values = _F.values[model]
+    tier = _F.tiers[size]
+
+    @cuda.jit
+    def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
+            steps: Any, slots: Any, out: Any, err: Any) -> None:  # pragma: no cover
+        n = err.shape[0]
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for i in range(start, n, stride):
+            e, c = evaluate(
+                otype[i * steps[0]],
+                float(und[i * steps[1]]),
+                float(strike[i * steps[2]]),
+                float(t[i * steps[3]]),
+                float(sigma[i * steps[4]]),
+                float(r[i * steps[5]]),
+                float(q[i * steps[6]]),
+            )
+            err[i] = e
+            vals = tier(values(e, c))
+            for j in range(size):
+                slot = slots[j]
+                if slot >= 0:
+                    out[slot, i] = vals[j]
+
+    return run  # type: ignore[no-any-return]

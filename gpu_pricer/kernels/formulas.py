@@ -90,8 +90,13 @@ _INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
 N_CTX = 20
 
 
-def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
-    """Compile the scalar formulas with `jit` and return them by name."""
+def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -> SimpleNamespace:
+    """Compile the scalar formulas with `jit` and return them by name.
+
+    `cold`, when given, compiles the rarely taken paths (limits at a
+    singular point) so they are called rather than inlined.
+    """
+    cold = cold or jit
 
     @jit
     def norm_cdf(z: float) -> float:
@@ -271,86 +276,83 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
         return num / den
 
     @jit
-    def lognormal_value(code: int, c: Any) -> float:
-        """One output of a lognormal context (units: see gpu_pricer.price)."""
+    def lognormal_first(c: Any) -> Any:
+        """(delta, theta without its vol term, rho, dividend_rho, charm without
+        its vol term): the parts that do not vanish far from the money."""
         w = c[C_W]
         und = c[C_UND]
         k = c[C_K]
         t = c[C_T]
-        sigma = c[C_SIGMA]
-        r = c[C_R]
         q = c[C_Q]
-        carry = c[C_CARRY]
         dr = c[C_DR]
         dq = c[C_DQ]
-        sqt = c[C_SQT]
-        s = c[C_S]
-        d1 = c[C_D1]
-        d2 = c[C_D2]
-        n1 = c[C_N1]
         nd1 = c[C_ND1]
         nd2 = c[C_ND2]
-        if code == PRICE:
-            return c[C_PRICE]
-        if code == DELTA:
-            return w * dq * nd1
-        if code == RHO:
-            return -t * c[C_PRICE] if c[C_FWD_RHO] > 0.0 else w * k * t * dr * nd2
-        if code == DIVIDEND_RHO:
-            return math.nan if c[C_FWD_RHO] > 0.0 else -w * und * t * dq * nd1
-        theta0 = w * (q * und * dq * nd1 - r * k * dr * nd2)
-        charm0 = q * w * dq * nd1
+        delta = w * dq * nd1
+        theta0 = w * (q * und * dq * nd1 - c[C_R] * k * dr * nd2)
+        if c[C_FWD_RHO] > 0.0:
+            rho = -t * c[C_PRICE]
+            drho = math.nan
+        else:
+            rho = w * k * t * dr * nd2
+            drho = -w * und * t * dq * nd1
+        return delta, theta0, rho, drho, q * delta
+
+    @jit
+    def lognormal_values(err: int, c: Any) -> Any:
+        """Every value of a lognormal row in code order (PRICE ... VETA), NaN
+        for a bad row.  Units: see gpu_pricer.price."""
+        if err != OK:
+            nan = math.nan
+            return (nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+        delta, theta0, rho, drho, charm0 = lognormal_first(c)
+        n1 = c[C_N1]
+        s = c[C_S]
         if n1 == 0.0:  # far from the money, or sigma*sqrt(t) = 0 away from it
-            if code == THETA:
-                return theta0
-            if code == CHARM:
-                return charm0
-            return 0.0
-        if s > 0.0:
-            gamma = dq * n1 / (und * s)
-            vega = und * dq * n1 * sqt
-            if code == GAMMA:
-                return gamma
-            if code == VEGA:
-                return vega
-            if code == THETA:
-                return theta0 - 0.5 * und * dq * n1 * sigma / sqt
-            if code == VANNA:
-                return -dq * n1 * d2 / sigma
-            if code == VOLGA:
-                return vega * d1 * d2 / sigma
-            if code == SPEED:
-                return -gamma / und * (d1 / s + 1.0)
-            if code == ZOMMA:
-                return gamma * (d1 * d2 - 1.0) / sigma
-            dd1 = carry / s - 0.5 * d2 / t
-            if code == CHARM:
-                return charm0 - dq * n1 * dd1
-            if code == COLOR:
-                return gamma * (q + 0.5 / t + d1 * dd1)
-            return vega * (q - 0.5 / t + d1 * dd1)  # VETA
-        # At the money with sigma*sqrt(t) = 0: one-sided limits, +-inf where singular.
+            return (c[C_PRICE], delta, 0.0, 0.0, theta0, rho, drho, 0.0, 0.0, charm0, 0.0, 0.0,
+                    0.0, 0.0)
+        if s == 0.0:
+            return lognormal_singular(c, delta, theta0, rho, drho, charm0)
+        und = c[C_UND]
+        t = c[C_T]
+        sigma = c[C_SIGMA]
+        q = c[C_Q]
+        dq = c[C_DQ]
+        sqt = c[C_SQT]
+        d1 = c[C_D1]
+        d2 = c[C_D2]
+        gamma = dq * n1 / (und * s)
         vega = und * dq * n1 * sqt
-        if code == GAMMA:
-            return math.inf
-        if code == VEGA:
-            return vega
-        if code == THETA:
-            return theta0 - rate(0.5 * und * dq * n1 * sigma, sqt)
-        if code == VANNA:
-            return 0.5 * dq * n1 * sqt
-        if code == VOLGA:
-            return 0.0
-        if code == SPEED or code == ZOMMA:  # noqa: PLR1714 (numba-friendly)
-            return -math.inf
-        if code == CHARM:
-            if sigma > 0.0:
-                return charm0 - dq * n1 * rate(carry / sigma + 0.25 * sigma, sqt)
-            return charm0 - dq * n1 * rate(carry, 0.0)
+        dd1 = c[C_CARRY] / s - 0.5 * d2 / t
+        return (c[C_PRICE], delta, gamma, vega, theta0 - 0.5 * und * dq * n1 * sigma / sqt, rho,
+                drho, -dq * n1 * d2 / sigma, vega * d1 * d2 / sigma, charm0 - dq * n1 * dd1,
+                -gamma / und * (d1 / s + 1.0), gamma * (d1 * d2 - 1.0) / sigma,
+                gamma * (q + 0.5 / t + d1 * dd1), vega * (q - 0.5 / t + d1 * dd1))
+
+    @cold
+    def lognormal_singular(c: Any, delta: float, theta0: float, rho: float, drho: float,
+                           charm0: float) -> Any:
+        """At the money with sigma*sqrt(t) = 0: the one-sided limits, +-inf
+        where the Greek is singular."""
+        und = c[C_UND]
+        t = c[C_T]
+        sigma = c[C_SIGMA]
+        q = c[C_Q]
+        carry = c[C_CARRY]
+        dq = c[C_DQ]
+        sqt = c[C_SQT]
+        n1 = c[C_N1]
+        vega = und * dq * n1 * sqt
+        theta = theta0 - rate(0.5 * und * dq * n1 * sigma, sqt)
+        if sigma > 0.0:
+            charm = charm0 - dq * n1 * rate(carry / sigma + 0.25 * sigma, sqt)
+        else:
+            charm = charm0 - dq * n1 * rate(carry, 0.0)
         d1_dd1 = 0.5 * carry + 0.125 * sigma * sigma
-        if code == COLOR:
-            return math.inf if t == 0.0 else rate(q + 0.5 / t + d1_dd1, 0.0)
-        return -math.inf if t == 0.0 else vega * (q - 0.5 / t + d1_dd1)  # VETA
+        color = math.inf if t == 0.0 else rate(q + 0.5 / t + d1_dd1, 0.0)
+        veta = -math.inf if t == 0.0 else vega * (q - 0.5 / t + d1_dd1)
+        return (c[C_PRICE], delta, math.inf, vega, theta, rho, drho, 0.5 * dq * n1 * sqt, 0.0,
+                charm, -math.inf, -math.inf, color, veta)
 
     @jit
     def bachelier_core(model: float, w: float, f: float, k: float, t: float, sigma: float,
@@ -377,8 +379,12 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
                 d, 0.0, n, nd, 0.0)
 
     @jit
-    def bachelier_value(code: int, c: Any) -> float:
-        """One output of a Bachelier context (units: see gpu_pricer.price)."""
+    def bachelier_values(err: int, c: Any) -> Any:
+        """Every value of a Bachelier row in code order, NaN for a bad row
+        (dividend_rho is NaN: the model has no dividend yield)."""
+        nan = math.nan
+        if err != OK:
+            return (nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
         w = c[C_W]
         t = c[C_T]
         sigma = c[C_SIGMA]
@@ -389,65 +395,42 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
         s = c[C_S]
         d = c[C_D1]
         n = c[C_N1]
-        nd = c[C_ND1]
-        if code == PRICE:
-            return price
-        if code == DELTA:
-            return w * dr * nd
-        if code == RHO:
-            return -t * price
-        if code == DIVIDEND_RHO:
-            return math.nan
+        delta = w * dr * c[C_ND1]
         if n == 0.0:
-            if code == THETA:
-                return r * price
-            if code == CHARM:
-                return r * w * dr * nd
-            return 0.0
+            return (price, delta, 0.0, 0.0, r * price, -t * price, nan, 0.0, 0.0, r * delta, 0.0,
+                    0.0, 0.0, 0.0)
+        if s == 0.0:
+            return bachelier_singular(c, delta)
+        gamma = dr * n / s
         vega = dr * sqt * n
-        if s > 0.0:
-            gamma = dr * n / s
-            if code == GAMMA:
-                return gamma
-            if code == VEGA:
-                return vega
-            if code == THETA:
-                return r * price - 0.5 * dr * n * sigma / sqt
-            if code == VANNA:
-                return -dr * n * d / sigma
-            if code == VOLGA:
-                return vega * d * d / sigma
-            if code == SPEED:
-                return -gamma * d / s
-            if code == ZOMMA:
-                return gamma * (d * d - 1.0) / sigma
-            if code == CHARM:
-                return r * w * dr * nd + 0.5 * dr * n * d / t
-            if code == COLOR:
-                return r * gamma - 0.5 * gamma * (d * d - 1.0) / t
-            return r * vega - 0.5 * vega * (1.0 + d * d) / t  # VETA
-        if code == GAMMA:
-            return math.inf
-        if code == VEGA:
-            return vega
-        if code == THETA:
-            return r * price - rate(0.5 * dr * n * sigma, sqt)
-        if code == ZOMMA:
-            return -math.inf
-        if code == CHARM:
-            return r * w * dr * nd
-        if code == COLOR:
-            return math.inf if t == 0.0 else rate(r + 0.5 / t, 0.0)
-        if code == VETA:
-            return -math.inf if t == 0.0 else vega * (r - 0.5 / t)
-        return 0.0  # VANNA, VOLGA, SPEED: d = 0 exactly
+        return (price, delta, gamma, vega, r * price - 0.5 * dr * n * sigma / sqt, -t * price,
+                nan, -dr * n * d / sigma, vega * d * d / sigma, r * delta + 0.5 * dr * n * d / t,
+                -gamma * d / s, gamma * (d * d - 1.0) / sigma,
+                r * gamma - 0.5 * gamma * (d * d - 1.0) / t,
+                r * vega - 0.5 * vega * (1.0 + d * d) / t)
+
+    @cold
+    def bachelier_singular(c: Any, delta: float) -> Any:
+        """At the money with sigma*sqrt(t) = 0: one-sided limits (d = 0 exactly)."""
+        t = c[C_T]
+        r = c[C_R]
+        price = c[C_PRICE]
+        dr = c[C_DR]
+        sqt = c[C_SQT]
+        n = c[C_N1]
+        vega = dr * sqt * n
+        theta = r * price - rate(0.5 * dr * n * c[C_SIGMA], sqt)
+        color = math.inf if t == 0.0 else rate(r + 0.5 / t, 0.0)
+        veta = -math.inf if t == 0.0 else vega * (r - 0.5 / t)
+        return (price, delta, math.inf, vega, theta, -t * price, math.nan, 0.0, 0.0, r * delta,
+                0.0, -math.inf, color, veta)
 
     @jit
     def finite(v: float) -> bool:
         return v - v == 0.0
 
     @jit
-    def check(model: int, otype: int, und: float, k: float, t: float,
+    def check(lognormal: bool, otype: int, und: float, k: float, t: float,
               sigma: float, r: float, q: float) -> int:
         """The row's error code (0 when it can be priced)."""
         if otype < 0:
@@ -459,7 +442,7 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
             return NEG_SIGMA
         if t < 0.0:
             return NEG_T
-        if model != BACHELIER:
+        if lognormal:
             if und <= 0.0:
                 return BAD_UNDERLYING
             if k <= 0.0:
@@ -467,32 +450,51 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
         return OK
 
     @jit
-    def evaluate(model: int, otype: int, und: float, k: float, t: float,
-                 sigma: float, r: float, q: float) -> Any:
-        """(error code, context) for one row; read outputs with `value`."""
-        err = check(model, otype, und, k, t, sigma, r, q)
-        if err == OK:
-            w = 1.0 if otype == 1 else -1.0
-            if model == BSM:
-                c = lognormal_core(0.0, w, und, k, t, sigma, r, r - q, 0.0)
-            elif model == BLACK76:
-                c = lognormal_core(1.0, w, und, k, t, sigma, r, 0.0, 1.0)
-            else:
-                c = bachelier_core(2.0, w, und, k, t, sigma, r)
-            if finite(c[C_PRICE]):
-                return OK, c
-            err = OVERFLOW
+    def empty_context() -> Any:
         z = 0.0
-        return err, (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+        return (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
 
     @jit
-    def value(code: int, err: int, c: Any) -> float:
-        """Output `code` (PRICE, DELTA, ...) of an evaluated row; NaN for a bad row."""
+    def evaluate_bsm(otype: int, und: float, k: float, t: float, sigma: float, r: float,
+                     q: float) -> Any:
+        """(error code, context) of a bsm row; read it with `lognormal_values`."""
+        err = check(True, otype, und, k, t, sigma, r, q)
         if err != OK:
-            return math.nan
-        if c[C_MODEL] == BACHELIER:
-            return bachelier_value(code, c)
-        return lognormal_value(code, c)
+            return err, empty_context()
+        c = lognormal_core(0.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r, r - q, 0.0)
+        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
+
+    @jit
+    def evaluate_black76(otype: int, und: float, k: float, t: float, sigma: float, r: float,
+                         q: float) -> Any:
+        """(error code, context) of a black76 row (q is ignored: it is 0)."""
+        err = check(True, otype, und, k, t, sigma, r, q)
+        if err != OK:
+            return err, empty_context()
+        c = lognormal_core(1.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r, 0.0, 1.0)
+        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
+
+    @jit
+    def evaluate_bachelier(otype: int, und: float, k: float, t: float, sigma: float, r: float,
+                           q: float) -> Any:
+        """(error code, context) of a Bachelier row; read it with `bachelier_values`."""
+        err = check(False, otype, und, k, t, sigma, r, q)
+        if err != OK:
+            return err, empty_context()
+        c = bachelier_core(2.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r)
+        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
+
+    @jit
+    def tier_price(v: Any) -> Any:
+        return (v[PRICE],)
+
+    @jit
+    def tier_first(v: Any) -> Any:
+        return (v[PRICE], v[DELTA], v[GAMMA], v[VEGA], v[THETA], v[RHO], v[DIVIDEND_RHO])
+
+    @jit
+    def tier_all(v: Any) -> Any:
+        return v
 
     return SimpleNamespace(
         norm_cdf=norm_cdf,
@@ -501,7 +503,7 @@ def build(jit: Callable[[Any], Any]) -> SimpleNamespace:
         black_parts=black_parts,
         black_otm=black_otm,
         bachelier_otm=bachelier_otm,
-        check=check,
-        evaluate=evaluate,
-        value=value,
+        evaluate={BSM: evaluate_bsm, BLACK76: evaluate_black76, BACHELIER: evaluate_bachelier},
+        values={BSM: lognormal_values, BLACK76: lognormal_values, BACHELIER: bachelier_values},
+        tiers={1: tier_price, DIVIDEND_RHO + 1: tier_first, N_VALUES: tier_all},
     )
