@@ -5,7 +5,6 @@ under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -19,7 +18,7 @@ THREADS_PER_BLOCK = 256
 
 
 @cache
-def kernel(model: int, size: int) -> Callable[..., Any]:
+def kernel(model: int, size: int) -> Any:
     """The CUDA kernel for `model` computing value codes 0..size-1; same
     arguments as `gpu_pricer.kernels.cpu.kernel`, launched as
     ``kernel(model, size)[blocks, THREADS_PER_BLOCK](...)``."""
