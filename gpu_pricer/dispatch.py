@@ -145,7 +145,7 @@ def reset() -> None:
     _failed.clear()
 
 
-# --- runners: fill out (m, n) and err (n) for a Request ---------------------------------
+# --- runners: fill out[code] for each requested code, and err, for a Request ------------
 
 
 def _chunks(n: int) -> range:
@@ -165,15 +165,10 @@ def run_numpy(req: Request, out: Any, err: Any, xp: Any = np) -> None:
                (req.otype, *req.values)]
         vals = [a.astype(np.float64) for a in ins[1:]]
         e, values = reference.evaluate(xp, req.model, ins[0], *vals)
-        if out is not None and type(out).__module__.split(".")[0] != type(e).__module__.split(
-                ".")[0]:
-            err[lo:hi] = xp.asnumpy(e)
-            for j, c in enumerate(req.codes):
-                out[j, lo:hi] = xp.asnumpy(values[c])
-        else:
-            err[lo:hi] = e
-            for j, c in enumerate(req.codes):
-                out[j, lo:hi] = values[c]
+        to_host = xp is not np and isinstance(out, np.ndarray)
+        err[lo:hi] = xp.asnumpy(e) if to_host else e
+        for c in req.codes:
+            out[c, lo:hi] = xp.asnumpy(values[c]) if to_host else values[c]
 
 
 def run_cupy(req: Request, out: Any, err: Any) -> None:
@@ -186,37 +181,32 @@ def run_numba(req: Request, out: Any, err: Any) -> None:
     from .kernels import cpu  # noqa: PLC0415
 
     und, strike, t, sigma, r, q = req.values
-    cpu.price_kernel(req.model, req.otype, und, strike, t, sigma, r, q, req.steps, req.codes,
-                     out, err)
+    cpu.kernel(req.model, req.size)(req.otype, und, strike, t, sigma, r, q, req.steps, out, err)
 
 
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
     from numba import cuda  # noqa: PLC0415
 
-    from .kernels import cpu  # noqa: PLC0415
     from .kernels import cuda as kcuda  # noqa: PLC0415
 
-    size = cpu.tier_for(req.codes)
-    kern = kcuda.kernel(req.model, size)
+    kern = kcuda.kernel(req.model, req.size)
     steps = cuda.to_device(req.steps)
-    slots = cuda.to_device(cpu.slots_for(req.codes, size))
     tpb = kcuda.THREADS_PER_BLOCK
     if req.xp is not np:  # device input, device output: one launch
         blocks = max(1, min((req.n + tpb - 1) // tpb, 65535))
-        kern[blocks, tpb](req.otype, *req.values, steps, slots, out, err)
+        kern[blocks, tpb](req.otype, *req.values, steps, out, err)
         return
-    m = req.codes.shape[0]
     for lo in _chunks(req.n):
         hi = min(lo + get_settings().chunk_rows, req.n)
         size_rows = hi - lo
         ins = [cuda.to_device(np.ascontiguousarray(_part(a, lo, hi))) for a in
                (req.otype, *req.values)]
-        d_out = cuda.device_array((m, size_rows), dtype=out.dtype)
+        d_out = cuda.device_array((req.size, size_rows), dtype=out.dtype)
         d_err = cuda.device_array(size_rows, dtype=err.dtype)
         blocks = max(1, min((size_rows + tpb - 1) // tpb, 65535))
-        kern[blocks, tpb](*ins, steps, slots, d_out, d_err)
-        for j in range(m):
-            d_out[j].copy_to_host(out[j, lo:hi])
+        kern[blocks, tpb](*ins, steps, d_out, d_err)
+        for c in req.codes:
+            d_out[int(c)].copy_to_host(out[c, lo:hi])
         d_err.copy_to_host(err[lo:hi])
     cuda.synchronize()
 

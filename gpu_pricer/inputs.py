@@ -44,6 +44,10 @@ _PUT = 0
 _INVALID = -1
 _TYPE_WORDS = {"call": _CALL, "c": _CALL, "put": _PUT, "p": _PUT}
 
+#: Output tiers: a kernel computes value codes 0..size-1 for the smallest
+#: size covering the request (price only; first-order Greeks; everything).
+TIERS = (1, f.DIVIDEND_RHO + 1, f.N_VALUES)
+
 #: Order of the numeric inputs handed to the kernels (after option_type).
 FIELDS = ("underlying", "strike", "t", "sigma", "r", "q")
 
@@ -60,7 +64,13 @@ class Request:
     otype: Any
     values: tuple[Any, ...]  # underlying, strike, t, sigma, r, q
     names: tuple[str, ...]  # output names: "price", then the Greeks
-    codes: np.ndarray[Any, np.dtype[np.int64]]
+    codes: np.ndarray[Any, np.dtype[np.int64]]  # value code of each name
+
+    @property
+    def size(self) -> int:
+        """Rows of the output buffer: value codes 0..size-1 (the tier)."""
+        top = int(self.codes.max()) + 1
+        return next(size for size in TIERS if size >= top)
 
     @property
     def steps(self) -> np.ndarray[Any, np.dtype[np.int64]]:

@@ -109,14 +109,16 @@ def price(
     out, err = _compute(req, backend)
     if strict:
         _raise_bad_rows(err)
-    result = {name: out[j].reshape(req.shape) for j, name in enumerate(req.names)}
+    result = {name: out[code].reshape(req.shape) for name, code in
+              zip(req.names, req.codes, strict=True)}
     result["error"] = err.reshape(req.shape)
     return result
 
 
 def _compute(req: Request, backend: str) -> tuple[Any, Any]:
     xp = req.xp
-    out = xp.empty((len(req.names), req.n), dtype=req.dtype)
+    # one row per value code of the tier; the result's arrays are views of its rows
+    out = xp.empty((req.size, req.n), dtype=req.dtype)
     err = xp.empty(req.n, dtype=np.int8)
     if req.n == 0:
         return out, err

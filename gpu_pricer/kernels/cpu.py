@@ -7,10 +7,10 @@ released, so the service can call them from a worker thread while its
 event loop runs.
 
 A kernel is specialised for a model and a tier of outputs (price only;
-price and first-order Greeks; everything), so the output index is a
-compile-time constant and the compiler folds each Greek's formula into
-the loop; `slots` routes each computed value to its output row, or drops
-it.  Each (model, tier) compiles on first use (a few seconds).
+price and first-order Greeks; everything: value codes 0..size-1), so the
+compiler folds each Greek's formula into the loop and shares their parts;
+it writes out[code, i] for every code of the tier, without a branch.
+Each (model, tier) compiles on first use (a few seconds).
 """
 
 from __future__ import annotations
@@ -27,26 +27,14 @@ from . import formulas
 _F = formulas.build(njit(cache=False, nogil=True, inline="always"),
                     cold=njit(cache=False, nogil=True))
 
-#: Outputs computed by each tier: codes 0..size-1.
-TIERS = (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)
-
-
-def tier_for(codes: np.ndarray[Any, Any]) -> int:
-    """The smallest tier size that covers every requested code."""
-    top = int(codes.max()) + 1
-    return next(size for size in TIERS if size >= top)
-
-
-def slots_for(codes: np.ndarray[Any, Any], size: int) -> np.ndarray[Any, Any]:
-    """slots[c] = output row of value code c, or -1 when not requested."""
-    slots = np.full(size, -1, dtype=np.int64)
-    slots[codes] = np.arange(codes.shape[0])
-    return slots
-
-
 @cache
 def kernel(model: int, size: int) -> Callable[..., None]:
-    """The compiled kernel for `model` computing value codes 0..size-1."""
+    """The compiled kernel for `model` computing value codes 0..size-1.
+
+    Arguments: otype, underlying, strike, t, sigma, r, q (1-d arrays of
+    length n or 1), steps (1 or 0 for each of those seven), out (size, n)
+    and err (n).
+    """
 
     evaluate = _F.evaluate[model]
     values = _F.values[model]
@@ -54,7 +42,7 @@ def kernel(model: int, size: int) -> Callable[..., None]:
 
     @njit(parallel=True, nogil=True, cache=False)
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
-            steps: Any, slots: Any, out: Any, err: Any) -> None:  # pragma: no cover
+            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover
         n = err.shape[0]
         s0, s1, s2, s3, s4, s5, s6 = (steps[0], steps[1], steps[2], steps[3], steps[4],
                                       steps[5], steps[6])
@@ -71,19 +59,6 @@ def kernel(model: int, size: int) -> Callable[..., None]:
             err[i] = e
             vals = tier(values(e, c))
             for j in range(size):
-                slot = slots[j]
-                if slot >= 0:
-                    out[slot, i] = vals[j]
+                out[j, i] = vals[j]
 
     return run  # type: ignore[no-any-return]
-
-
-def price_kernel(model: int, otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any,
-                 q: Any, steps: Any, codes: Any, out: Any, err: Any) -> None:
-    """Price rows 0..n-1 into out[j, i] (value codes[j]) and err[i].
-
-    Inputs are 1-d arrays of length n or 1; steps[a] is 1 or 0 for each.
-    """
-    size = tier_for(codes)
-    kernel(model, size)(otype, und, strike, t, sigma, r, q, steps, slots_for(codes, size),
-                        out, err)

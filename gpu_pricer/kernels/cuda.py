@@ -28,7 +28,7 @@ def kernel(model: int, size: int) -> Any:
 
     @cuda.jit
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
-            steps: Any, slots: Any, out: Any, err: Any) -> None:  # pragma: no cover
+            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover
         n = err.shape[0]
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
@@ -45,8 +45,6 @@ def kernel(model: int, size: int) -> Any:
             err[i] = e
             vals = tier(values(e, c))
             for j in range(size):
-                slot = slots[j]
-                if slot >= 0:
-                    out[slot, i] = vals[j]
+                out[j, i] = vals[j]
 
     return run  # type: ignore[no-any-return]

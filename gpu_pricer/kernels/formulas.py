@@ -51,8 +51,8 @@ INV_SQRT_2PI = 0.3989422804014327
 #: Number of Taylor terms of the reference path (odd: the nesting pairs them).
 TAYLOR_TERMS = 41
 #: Terms of the kernels' short series, used for t = s/2 below SMALL_T.
-SMALL_T_TERMS = 14
-SMALL_T = 0.1
+SMALL_T_TERMS = 12
+SMALL_T = 0.08
 #: Extra steps of Miller's backward recurrence before the first used ratio.
 MILLER_EXTRA = 60
 #: ``h + t`` below this uses the asymptotic expansion.
@@ -121,18 +121,19 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     @jit
     def rho1(h: float) -> float:
         """I_1(h)/I_0(h) = 1/M(h) + h for -11 <= h <= 0, from the piecewise
-        Chebyshev table (about 1 ulp; the direct formula cancels as h^2)."""
+        polynomial table (about 1 ulp; the direct formula cancels as h^2).
+        Even and odd powers run as two independent Horner chains."""
         j = int(-h * (1.0 / _RHO1_WIDTH))
         if j >= _RHO1_PIECES:
             j = _RHO1_PIECES - 1
         u = 2.0 * (h + (j + 1) * _RHO1_WIDTH) * (1.0 / _RHO1_WIDTH) - 1.0
-        b1 = 0.0
-        b2 = 0.0
-        for i in range(_RHO1_DEGREE, 0, -1):
-            b0 = 2.0 * u * b1 - b2 + _RHO1_COEFFS[j, i]
-            b2 = b1
-            b1 = b0
-        return u * b1 - b2 + _RHO1_COEFFS[j, 0]
+        v = u * u
+        even = _RHO1_COEFFS[j, _RHO1_DEGREE - 1]
+        odd = _RHO1_COEFFS[j, _RHO1_DEGREE]
+        for i in range(_RHO1_DEGREE - 3, -1, -2):
+            even = even * v + _RHO1_COEFFS[j, i]
+            odd = odd * v + _RHO1_COEFFS[j, i + 1]
+        return even + u * odd
 
     @jit
     def gauss_small(t: float) -> float:
@@ -184,11 +185,10 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return 2.0 * t * pq * total
 
     @jit
-    def black_parts(ax: float, s: float) -> Any:
-        """For h = -ax/s <= 0 and t = s/2: (b, N(h+t), N(h-t), n(h+t), e^{ax/2}),
+    def black_parts(ax: float, s: float, e: float) -> Any:
+        """For h = -ax/s <= 0, t = s/2 and e = e^{ax/2}: (b, N(h+t), N(h-t), n(h+t), e),
         b the normalised out-of-the-money Black call, every part without
         cancellation."""
-        e = math.exp(0.5 * ax)
         if s <= 0.0:
             if ax == 0.0:
                 return 0.0, 0.5, 0.5, INV_SQRT_2PI, e
@@ -212,7 +212,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     @jit
     def black_otm(x: float, s: float) -> float:
         """Normalised out-of-the-money Black call b(x, s) for x <= 0, s >= 0."""
-        return black_parts(-x, s)[0]
+        return black_parts(-x, s, math.exp(-0.5 * x))[0]
 
     @jit
     def bachelier_otm(z: float) -> float:
@@ -249,7 +249,9 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             price = w * (und * dq * nd1 - k * dr * nd2)
             return (model, w, und, k, t, sigma, r, q, carry, forward_rho, price, dr, dq, sqt, s,
                     d1, d2, n1, nd1, nd2)
-        b, pa, pb, n_a, e = black_parts(ax, s)
+        # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp)
+        ratio = (und * dq) / (k * dr)
+        b, pa, pb, n_a, e = black_parts(ax, s, math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
         # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
         itm = w * x > 0.0
         intrinsic = w * (und * dq - k * dr) if itm else 0.0
