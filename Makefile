@@ -23,14 +23,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## serve: install the project and start the service on the CPU fallback
 serve: $(VENV)/.installed
 	@if [ -f api/main.py ]; then \
-		GPU_PRICER_BACKEND=$${GPU_PRICER_BACKEND:-numba} $(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT); \
+		$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT); \
 	else \
-		echo "The HTTP service (api/) is not built yet; the library is installed in $(VENV)."; exit 1; \
+		echo "api/main.py missing"; exit 1; \
 	fi
 
 ## lint: ruff and mypy
 lint: $(STAMP)
-	$(BIN)/ruff check gpu_pricer tests bench tools
+	$(BIN)/ruff check gpu_pricer api tests bench tools
 	$(BIN)/mypy
 
 ## test: lint, the CPU suite, then the CUDA-simulator suite in its own process

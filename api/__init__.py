@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI) in front of gpu_pricer."""

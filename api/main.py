@@ -1,0 +1,151 @@
+"""FastAPI app: ``uvicorn api.main:app``.
+
+First step of the service: JSON pricing in a worker thread (the event loop
+never runs a kernel), health, readiness after warm-up, and backend info.
+The micro-batcher, Arrow bodies, implied vol, security and metrics are
+still to come.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+import gpu_pricer as gp
+from gpu_pricer import dispatch
+
+from .schemas import PriceRequest, PriceResponse
+from .settings import get_service_settings
+
+log = logging.getLogger("gpu_pricer.api")
+
+
+def _warm_up() -> None:
+    for model, kw in (("bsm", {"spot": 100.0}), ("black76", {"forward": 100.0}),
+                      ("bachelier", {"forward": 100.0})):
+        for greeks in ((), ("delta",), "all"):
+            gp.price(model=model, option_type="call", strike=100.0, t=1.0, sigma=0.2,
+                     greeks=greeks, **kw)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_service_settings()
+    app.state.ready = False
+    if settings.warmup:
+        await anyio.to_thread.run_sync(_warm_up)
+    app.state.ready = True
+    log.info("ready; backend %s", _backend_in_use())
+    yield
+    app.state.ready = False
+
+
+app = FastAPI(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)
+
+
+def _backend_in_use() -> str:
+    return dispatch.candidates("auto", on_device=False)[0]
+
+
+@app.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process lives."""
+    return {"status": "ok"}
+
+
+@app.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """200 once warm-up is done, 503 before."""
+    ready = bool(getattr(request.app.state, "ready", False))
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@app.get("/v1/info")
+async def info() -> dict[str, Any]:
+    """Backend in use and why, every backend's status, versions."""
+    status = gp.backends()
+    return {
+        "version": gp.__version__,
+        "backend": _backend_in_use(),
+        "backends": {k: {"available": v.available, "reason": v.reason} for k, v in
+                     status.items()},
+        "numpy": np.__version__,
+    }
+
+
+def _price(body: PriceRequest) -> tuple[dict[str, Any], str]:
+    rows = body.options
+    und_name = "spot" if body.model == "bsm" else "forward"
+    other = "forward" if body.model == "bsm" else "spot"
+    missing = [i for i, o in enumerate(rows) if getattr(o, und_name) is None]
+    extra = [i for i, o in enumerate(rows) if getattr(o, other) is not None]
+    if missing or extra:
+        i = (missing or extra)[0]
+        what = f"needs {und_name}" if missing else f"takes {und_name}, not {other}"
+        raise HTTPException(422, detail=[{"loc": ["body", "options", i, und_name if missing
+                                                   else other],
+                                          "msg": f"model {body.model!r} {what}"}])
+    if body.model != "bsm":
+        bad_q = [i for i, o in enumerate(rows) if o.q != 0.0]
+        if bad_q:
+            raise HTTPException(422, detail=[{"loc": ["body", "options", bad_q[0], "q"],
+                                              "msg": "q applies to model 'bsm' only"}])
+    cols: dict[str, Any] = {
+        "option_type": np.array([o.option_type for o in rows]),
+        und_name: np.array([getattr(o, und_name) for o in rows], dtype=np.float64),
+        "strike": np.array([o.strike for o in rows], dtype=np.float64),
+        "t": np.array([o.t for o in rows], dtype=np.float64),
+        "sigma": np.array([o.sigma for o in rows], dtype=np.float64),
+        "r": np.array([o.r for o in rows], dtype=np.float64),
+    }
+    if body.model == "bsm":
+        cols["q"] = np.array([o.q for o in rows], dtype=np.float64)
+    backend = _backend_in_use()
+    out = gp.price(model=body.model, greeks=body.greeks, backend=backend, **cols)
+    return out, backend
+
+
+@app.post("/v1/price", response_model=PriceResponse)
+async def price(body: PriceRequest) -> dict[str, Any]:
+    """Price the options in one call; results[i] answers options[i]."""
+    limit = get_service_settings().max_options_per_request
+    if len(body.options) > limit:
+        raise HTTPException(413, detail=f"at most {limit} options per request")
+    try:
+        out, backend = await anyio.to_thread.run_sync(_price, body)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    err = out["error"]
+    if body.strict and err.any():
+        bad = np.flatnonzero(err)
+        raise HTTPException(422, detail=[
+            {"loc": ["body", "options", int(i)], "msg": gp.ERRORS[int(err[i])]} for i in bad[:20]
+        ])
+    names = [k for k in out if k != "error"]
+    # JSON has no infinity: a Greek that is infinite at its singular limit is sent as null
+    columns = {k: np.where(np.isinf(out[k]), np.nan, out[k]).tolist() for k in names}
+    codes = err.tolist()
+    results = []
+    for i, option in enumerate(body.options):
+        code = codes[i]
+        row: dict[str, Any] = {"id": option.id}
+        for k in names:
+            v = columns[k][i]
+            row[k] = None if code or math.isnan(v) else v
+        row["error"] = {"code": code, "reason": gp.ERRORS[code]} if code else None
+        results.append(row)
+    return {"model": body.model, "backend": backend, "results": results}

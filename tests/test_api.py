@@ -1,0 +1,92 @@
+"""The JSON service: answers in order, per-row errors, 4xx naming field and row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+import gpu_pricer as gp
+from api.main import app
+from api.settings import get_service_settings
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    # kernels compile on first use anyway; skipping the full warm-up keeps the test fast
+    get_service_settings.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPU_PRICER_WARMUP", "false")
+        with TestClient(app) as c:
+            yield c
+    get_service_settings.cache_clear()
+
+
+def test_health_ready_info(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/v1/info").json()
+    assert info["backend"] == "numba"
+    assert info["backends"]["cupy"]["available"] is False
+
+
+def test_price_rows_in_order_with_ids(client: TestClient) -> None:
+    options = [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "r": 0.03, "q": 0.01,
+         "sigma": 0.2, "id": "a"},
+        {"option_type": "put", "spot": 100, "strike": 95, "t": 0.5, "sigma": -0.2, "id": "b"},
+        {"option_type": "p", "spot": 100, "strike": 105, "t": 1.0, "sigma": 0.3},
+    ]
+    resp = client.post("/v1/price", json={"greeks": ["delta", "vega"], "options": options})
+    assert resp.status_code == 200
+    body = resp.json()
+    res = body["results"]
+    assert [r["id"] for r in res] == ["a", "b", None]
+    ref = gp.price(option_type="call", spot=100.0, strike=95.0, t=0.5, r=0.03, q=0.01,
+                   sigma=0.2, greeks=["delta", "vega"])
+    assert res[0]["price"] == float(ref["price"])
+    assert res[0]["delta"] == float(ref["delta"])
+    assert res[0]["error"] is None
+    assert res[1]["price"] is None
+    assert res[1]["error"] == {"code": 2, "reason": "sigma < 0"}
+    assert res[2]["price"] > 0
+
+
+def test_malformed_rows_name_field_and_row(client: TestClient) -> None:
+    resp = client.post("/v1/price", json={"options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2},
+        {"option_type": "call", "spot": 100, "strike": "abc", "t": 0.5, "sigma": 0.2},
+    ]})
+    assert resp.status_code == 422
+    locs = [d["loc"] for d in resp.json()["detail"]]
+    assert ["body", "options", 1, "strike"] in locs
+    resp = client.post("/v1/price", json={"model": "black76", "options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}]})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "options", 0, "forward"]
+    resp = client.post("/v1/price", json={"greeks": ["gama"], "options": []})
+    assert resp.status_code == 422
+    assert "Traceback" not in resp.text
+
+
+def test_strict_rejects_bad_rows(client: TestClient) -> None:
+    resp = client.post("/v1/price", json={"strict": True, "options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": -1, "sigma": 0.2}]})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0] == {"loc": ["body", "options", 0], "msg": "t < 0"}
+
+
+def test_singular_greeks_are_null_not_invalid_json(client: TestClient) -> None:
+    resp = client.post("/v1/price", json={"greeks": "all", "options": [
+        {"option_type": "call", "spot": 100, "strike": 100, "t": 0, "sigma": 0.2}]})
+    assert resp.status_code == 200
+    row = resp.json()["results"][0]
+    assert row["price"] == 0.0 and row["delta"] == 0.5 and row["gamma"] is None
+
+
+def test_openapi_states_units(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    props = schema["components"]["schemas"]["OptionIn"]["properties"]
+    assert "years" in props["t"]["description"]
+    assert "sqrt(year)" in props["sigma"]["description"]
