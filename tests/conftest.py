@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,3 +32,19 @@ def random_book(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "q": rng.uniform(0.0, 0.06, n),
         "option_type": rng.random(n) < 0.5,
     }
+
+
+def model_kwargs(model: str, book: dict[str, np.ndarray]) -> dict[str, Any]:
+    """gpu_pricer.price keywords for `model` from a `random_book` (all Greeks);
+    bachelier gets rate-like forwards and strikes around zero and normal vols."""
+    kw: dict[str, Any] = {"option_type": book["option_type"], "strike": book["strike"],
+                          "t": book["t"], "sigma": book["sigma"], "r": book["r"],
+                          "greeks": "all"}
+    if model == "bsm":
+        kw.update(spot=book["spot"], q=book["q"])
+    elif model == "black76":
+        kw.update(forward=book["spot"])
+    else:
+        kw.update(forward=book["spot"] / 1000 - 0.05, strike=book["strike"] / 1000 - 0.05,
+                  sigma=book["sigma"] / 100)
+    return kw

@@ -12,7 +12,7 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import SIMULATED, random_book
+from .conftest import SIMULATED, model_kwargs, random_book
 
 
 @pytest.fixture(autouse=True)
@@ -50,16 +50,7 @@ def _compare(a: dict[str, Any], b: dict[str, Any], rtol: float) -> None:
 @pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
 def test_numba_agrees_with_reference(model: str) -> None:
     book = _book_with_bad_rows(5000, seed=21)
-    kw: dict[str, Any] = {"option_type": book["option_type"], "strike": book["strike"],
-                          "t": book["t"], "sigma": book["sigma"], "r": book["r"],
-                          "greeks": "all"}
-    if model == "bsm":
-        kw.update(spot=book["spot"], q=book["q"])
-    elif model == "black76":
-        kw.update(forward=book["spot"])
-    else:
-        kw.update(forward=book["spot"] / 1000, strike=book["strike"] / 1000 - 0.05,
-                  sigma=book["sigma"] / 100)
+    kw = model_kwargs(model, book)
     ref = gp.price(model=model, backend="numpy", **kw)
     fast = gp.price(model=model, backend="numba", **kw)
     assert (ref["error"] != 0).sum() > 50

@@ -16,7 +16,7 @@ import pytest
 import gpu_pricer as gp
 from gpu_pricer import dispatch
 
-from .conftest import SIMULATED, random_book
+from .conftest import SIMULATED, model_kwargs, random_book
 
 pytestmark = [
     pytest.mark.cudasim,
@@ -35,16 +35,7 @@ def test_cuda_kernel_agrees_with_reference(model: str, monkeypatch: pytest.Monke
     book["sigma"][::17] = -0.2
     book["t"][3::19] = 0.0
     book["spot"][4::23] = np.inf
-    kw: dict[str, Any] = {"option_type": book["option_type"], "strike": book["strike"],
-                          "t": book["t"], "sigma": book["sigma"], "r": book["r"],
-                          "greeks": "all"}
-    if model == "bsm":
-        kw.update(spot=book["spot"], q=book["q"])
-    elif model == "black76":
-        kw.update(forward=book["spot"])
-    else:
-        kw.update(forward=book["spot"] / 1000 - 0.05, strike=book["strike"] / 1000 - 0.05,
-                  sigma=book["sigma"] / 100)
+    kw = model_kwargs(model, book)
     ref = gp.price(model=model, backend="numpy", **kw)
     sim = gp.price(model=model, backend="numba-cuda", **kw)
     get_settings.cache_clear()

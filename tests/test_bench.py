@@ -1,0 +1,65 @@
+"""The core benchmark (bench/core.py) runs end to end at --tiny size and writes
+its results: every measured method with a positive rate, the unavailable
+backends with a reason, the machine and the versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import core
+
+MEASURED = ("auto", "backend:numpy", "backend:numba", "tutorial", "quantlib", "plain_numba")
+
+
+def test_core_bench_tiny_writes_results(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    report = core.main(["--tiny", "--out", str(tmp_path)])
+
+    json_files = list(tmp_path.glob("*-core-tiny.json"))
+    assert [str(p) for p in json_files] == [report["files"]["json"]]
+    assert json_files[0].with_suffix(".md").is_file()
+    data = json.loads(json_files[0].read_text(encoding="utf-8"))
+
+    expected = {"benchmark", "timestamp", "command", "machine", "versions", "config",
+                "backends", "auto_backend", "auto_matches_backend_bitwise", "methods",
+                "targets"}
+    assert expected <= data.keys()
+    assert {"cpu_model", "cpu_count", "hostname", "python"} <= data["machine"].keys()
+    assert {"numpy", "numba", "scipy", "QuantLib", "python"} <= data["versions"].keys()
+    assert data["config"]["size"] == core.TINY_SIZE
+    assert data["config"]["repeat"] == core.TINY_REPEAT
+    assert data["config"]["quantlib_sample"] == core.TINY_QL_SAMPLE
+
+    assert set(data["backends"]) == {"numpy", "numba", "cupy", "numba-cuda"}
+    assert data["backends"][data["auto_backend"]]["available"]
+    assert data["auto_matches_backend_bitwise"] is True
+
+    methods = {m["key"]: m for m in data["methods"]}
+    assert set(MEASURED) <= methods.keys()
+    for key, m in methods.items():
+        available = key not in MEASURED and data["backends"][m["backend"]]["available"]
+        if key in MEASURED or available:
+            assert m["measured"], key
+            assert len(m["times_s"]) == core.TINY_REPEAT
+            assert m["options_per_s_median"] > 0
+            assert m["options_per_s_best"] >= m["options_per_s_median"]
+            assert m["ratio_vs_auto"] > 0
+            assert m["auto_vs_this"] > 0
+            assert set(m["max_rel_err_vs_auto"]) == set(core.OUTPUTS)
+            assert max(m["max_rel_err_vs_auto"].values()) <= core.RTOL
+        else:
+            assert not m["measured"] and m["reason"], key
+    assert methods["quantlib"]["extrapolated"]
+    assert methods["quantlib"]["options_per_call"] == core.TINY_QL_SAMPLE
+
+    assert [t["method"] for t in data["targets"]] == ["tutorial", "quantlib", "plain_numba"]
+    for t in data["targets"]:
+        assert t["ratio"] > 0
+        assert isinstance(t["pass"], bool)
+
+    printed = capsys.readouterr().out
+    assert "| method | backend | options/s (median)" in printed
+    assert "auto vs QuantLib per-option loop" in printed
