@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import dispatch
+from . import buffers, dispatch
 from .errors import ERRORS
 from .inputs import Request, build_request
 
@@ -118,7 +118,10 @@ def price(
 def _compute(req: Request, backend: str) -> tuple[Any, Any]:
     xp = req.xp
     # one row per value code of the tier; the result's arrays are views of its rows
-    out = xp.empty((req.size, req.n), dtype=req.dtype)
+    if xp is np:
+        out = buffers.OUTPUTS.empty((req.size, req.n), req.dtype)
+    else:
+        out = xp.empty((req.size, req.n), dtype=req.dtype)
     err = xp.empty(req.n, dtype=np.int8)
     if req.n == 0:
         return out, err

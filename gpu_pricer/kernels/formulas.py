@@ -185,7 +185,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return 2.0 * t * pq * total
 
     @jit
-    def black_parts(ax: float, s: float, e: float) -> Any:
+    def black_parts(ax: float, h: float, s: float, e: float) -> Any:
         """For h = -ax/s <= 0, t = s/2 and e = e^{ax/2}: (b, N(h+t), N(h-t), n(h+t), e),
         b the normalised out-of-the-money Black call, every part without
         cancellation."""
@@ -193,7 +193,6 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             if ax == 0.0:
                 return 0.0, 0.5, 0.5, INV_SQRT_2PI, e
             return 0.0, 0.0, 0.0, 0.0, e
-        h = -ax / s
         t = 0.5 * s
         if h + t < ASYMPTOTIC_D1:
             b = INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t)) * asymptotic_difference(h, t)
@@ -212,7 +211,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     @jit
     def black_otm(x: float, s: float) -> float:
         """Normalised out-of-the-money Black call b(x, s) for x <= 0, s >= 0."""
-        return black_parts(-x, s, math.exp(-0.5 * x))[0]
+        return black_parts(-x, x / s if s > 0.0 else 0.0, s, math.exp(-0.5 * x))[0]
 
     @jit
     def bachelier_otm(z: float) -> float:
@@ -234,13 +233,11 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         s = sigma * sqt
         x = math.log(und / k) + carry * t
         ax = abs(x)
-        if s > 0.0:
-            d1 = x / s + 0.5 * s
-            d2 = d1 - s
-        else:
-            d1 = 0.0
-            d2 = 0.0
-        if s > 0.0 and 0.5 * s >= SMALL_T and -ax / s + 0.5 * s >= ASYMPTOTIC_D1:
+        xs = x / s if s > 0.0 else 0.0
+        h = -abs(xs)
+        d1 = xs + 0.5 * s
+        d2 = d1 - s
+        if 0.5 * s >= SMALL_T and h + 0.5 * s >= ASYMPTOTIC_D1:
             # The textbook formula: here its subtraction loses at most a few bits,
             # well within the problem's own condition number.
             nd1 = norm_cdf(w * d1)
@@ -251,7 +248,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
                     d1, d2, n1, nd1, nd2)
         # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp)
         ratio = (und * dq) / (k * dr)
-        b, pa, pb, n_a, e = black_parts(ax, s, math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
+        b, pa, pb, n_a, e = black_parts(ax, h, s, math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
         # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
         itm = w * x > 0.0
         intrinsic = w * (und * dq - k * dr) if itm else 0.0
