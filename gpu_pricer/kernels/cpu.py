@@ -1,15 +1,16 @@
 """The fused, parallel, nogil Numba CPU kernels.
 
 One pass over the rows: each row is read once (scalar inputs broadcast by
-a zero step, never materialised), priced with the requested Greeks by
-`formulas.evaluate` and `formulas.value`, and written once.  The GIL is
+a zero step, never materialised), priced with its Greeks by
+the model's row function of `formulas`, and written once.  The GIL is
 released, so the service can call them from a worker thread while its
 event loop runs.
 
 A kernel is specialised for a model and a tier of outputs (price only;
 price and first-order Greeks; everything: value codes 0..size-1), so the
-compiler folds each Greek's formula into the loop and shares their parts;
-it writes out[code, i] for every code of the tier, without a branch.
+compiler folds each Greek's formula into the loop, shares their parts and
+drops what the tier does not write; it writes out[code, i] for every code
+of the tier.
 Each (model, tier) compiles on first use (a few seconds).
 """
 
@@ -24,8 +25,8 @@ from numba import njit, prange
 
 from . import formulas
 
-_F = formulas.build(njit(cache=False, nogil=True, inline="always"),
-                    cold=njit(cache=False, nogil=True))
+_F = formulas.build(njit(cache=False, nogil=True, inline="always", error_model="numpy"),
+                    cold=njit(cache=False, nogil=True, error_model="numpy"))
 
 @cache
 def kernel(model: int, size: int) -> Callable[..., None]:
@@ -36,18 +37,19 @@ def kernel(model: int, size: int) -> Callable[..., None]:
     and err (n).
     """
 
-    evaluate = _F.evaluate[model]
-    values = _F.values[model]
-    tier = _F.tiers[size]
+    price_row = _F.rows[model]
 
-    @njit(parallel=True, nogil=True, cache=False)
+    @njit(parallel=True, nogil=True, cache=False, error_model="numpy")
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover
         n = err.shape[0]
         s0, s1, s2, s3, s4, s5, s6 = (steps[0], steps[1], steps[2], steps[3], steps[4],
                                       steps[5], steps[6])
         for i in prange(n):
-            e, c = evaluate(
+            err[i] = price_row(
+                out,
+                i,
+                size,
                 otype[i * s0],
                 np.float64(und[i * s1]),
                 np.float64(strike[i * s2]),
@@ -56,9 +58,5 @@ def kernel(model: int, size: int) -> Callable[..., None]:
                 np.float64(r[i * s5]),
                 np.float64(q[i * s6]),
             )
-            err[i] = e
-            vals = tier(values(e, c))
-            for j in range(size):
-                out[j, i] = vals[j]
 
     return run  # type: ignore[no-any-return]

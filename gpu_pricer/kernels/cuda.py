@@ -22,9 +22,7 @@ def kernel(model: int, size: int) -> Any:
     """The CUDA kernel for `model` computing value codes 0..size-1; same
     arguments as `gpu_pricer.kernels.cpu.kernel`, launched as
     ``kernel(model, size)[blocks, THREADS_PER_BLOCK](...)``."""
-    evaluate = _F.evaluate[model]
-    values = _F.values[model]
-    tier = _F.tiers[size]
+    price_row = _F.rows[model]
 
     @cuda.jit
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
@@ -33,7 +31,10 @@ def kernel(model: int, size: int) -> Any:
         start = cuda.grid(1)
         stride = cuda.gridsize(1)
         for i in range(start, n, stride):
-            e, c = evaluate(
+            err[i] = price_row(
+                out,
+                i,
+                size,
                 otype[i * steps[0]],
                 float(und[i * steps[1]]),
                 float(strike[i * steps[2]]),
@@ -42,9 +43,5 @@ def kernel(model: int, size: int) -> Any:
                 float(r[i * steps[5]]),
                 float(q[i * steps[6]]),
             )
-            err[i] = e
-            vals = tier(values(e, c))
-            for j in range(size):
-                out[j, i] = vals[j]
 
     return run  # type: ignore[no-any-return]

@@ -84,10 +84,6 @@ OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW
 # 1/(k+1) for the series loop (multiplications, not divisions, on the hot path).
 _INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
 
-# Layout of the context tuple `core` returns and `value` reads.
-(C_MODEL, C_W, C_UND, C_K, C_T, C_SIGMA, C_R, C_Q, C_CARRY, C_FWD_RHO, C_PRICE, C_DR, C_DQ,
- C_SQT, C_S, C_D1, C_D2, C_N1, C_ND1, C_ND2) = range(20)
-N_CTX = 20
 
 
 def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -> SimpleNamespace:
@@ -221,11 +217,50 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return norm_cdf(z) * miller_ratio(z, 1, MILLER_EXTRA + 40)
 
     @jit
-    def lognormal_core(model: float, w: float, und: float, k: float, t: float, sigma: float,
-                       r: float, carry: float, forward_rho: float) -> Any:
-        """Price and the shared parts of every Greek, generalised Black-Scholes
-        (Haug 2007, ch. 1-2): `und` is the spot (bsm, cost of carry r - q) or
-        the forward (black76, carry 0 so q = r); `w` is +1 call, -1 put."""
+    def store(out: Any, i: int, size: int, price: float, delta: float, gamma: float,
+              vega: float, theta: float, rho: float, drho: float, vanna: float, volga: float,
+              charm: float, speed: float, zomma: float, color: float, veta: float) -> None:
+        """Write value codes 0..size-1 of row i (`size` is a compile-time
+        constant of each kernel, so unused values are never computed)."""
+        out[PRICE, i] = price
+        if size > DELTA:
+            out[DELTA, i] = delta
+            out[GAMMA, i] = gamma
+            out[VEGA, i] = vega
+            out[THETA, i] = theta
+            out[RHO, i] = rho
+            out[DIVIDEND_RHO, i] = drho
+        if size > VANNA:
+            out[VANNA, i] = vanna
+            out[VOLGA, i] = volga
+            out[CHARM, i] = charm
+            out[SPEED, i] = speed
+            out[ZOMMA, i] = zomma
+            out[COLOR, i] = color
+            out[VETA, i] = veta
+
+    @jit
+    def store_nan(out: Any, i: int, size: int) -> None:
+        nan = math.nan
+        store(out, i, size, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan,
+              nan)
+
+    @jit
+    def rate(num: float, den: float) -> float:
+        """num/den for den >= 0, with the limits 0 (num == 0) and +-inf (den == 0)."""
+        if num == 0.0:
+            return 0.0
+        if den == 0.0:
+            return math.copysign(math.inf, num)
+        return num / den
+
+    @jit
+    def lognormal_row(out: Any, i: int, size: int, w: float, und: float, k: float, t: float,
+                      sigma: float, r: float, carry: float, forward_rho: bool) -> int:
+        """Price and Greeks of generalised Black-Scholes (Haug 2007, ch. 1-2) into
+        row i of `out`; returns the error code (OVERFLOW, or OK).  `und` is the
+        spot (bsm, cost of carry r - q) or the forward (black76, carry 0 so
+        q = r); `w` is +1 for a call, -1 for a put.  Units: see gpu_pricer.price."""
         q = r - carry
         dr = math.exp(-r * t)
         dq = math.exp(-q * t)
@@ -244,103 +279,58 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             nd2 = norm_cdf(w * d2)
             n1 = norm_pdf(d1)
             price = w * (und * dq * nd1 - k * dr * nd2)
-            return (model, w, und, k, t, sigma, r, q, carry, forward_rho, price, dr, dq, sqt, s,
-                    d1, d2, n1, nd1, nd2)
-        # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp)
-        ratio = (und * dq) / (k * dr)
-        b, pa, pb, n_a, e = black_parts(ax, h, s, math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
-        # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
-        itm = w * x > 0.0
-        intrinsic = w * (und * dq - k * dr) if itm else 0.0
-        if x > 0.0:
-            n1 = n_a / (e * e)
-            nd1 = 1.0 - pb if w > 0.0 else pb
-            nd2 = 1.0 - pa if w > 0.0 else pa
-            price = intrinsic + dr * k * e * b
         else:
-            n1 = n_a
-            nd1 = pa if w > 0.0 else 1.0 - pa
-            nd2 = pb if w > 0.0 else 1.0 - pb
-            price = intrinsic + dr * k * b / e
-        return (model, w, und, k, t, sigma, r, q, carry, forward_rho, price, dr, dq, sqt, s,
-                d1, d2, n1, nd1, nd2)
-
-    @jit
-    def rate(num: float, den: float) -> float:
-        """num/den for den >= 0, with the limits 0 (num == 0) and +-inf (den == 0)."""
-        if num == 0.0:
-            return 0.0
-        if den == 0.0:
-            return math.copysign(math.inf, num)
-        return num / den
-
-    @jit
-    def lognormal_first(c: Any) -> Any:
-        """(delta, theta without its vol term, rho, dividend_rho, charm without
-        its vol term): the parts that do not vanish far from the money."""
-        w = c[C_W]
-        und = c[C_UND]
-        k = c[C_K]
-        t = c[C_T]
-        q = c[C_Q]
-        dr = c[C_DR]
-        dq = c[C_DQ]
-        nd1 = c[C_ND1]
-        nd2 = c[C_ND2]
+            # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp)
+            ratio = (und * dq) / (k * dr)
+            b, pa, pb, n_a, e = black_parts(ax, h, s,
+                                            math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
+            # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
+            intrinsic = w * (und * dq - k * dr) if w * x > 0.0 else 0.0
+            if x > 0.0:
+                n1 = n_a / (e * e)
+                nd1 = 1.0 - pb if w > 0.0 else pb
+                nd2 = 1.0 - pa if w > 0.0 else pa
+                price = intrinsic + dr * k * e * b
+            else:
+                n1 = n_a
+                nd1 = pa if w > 0.0 else 1.0 - pa
+                nd2 = pb if w > 0.0 else 1.0 - pb
+                price = intrinsic + dr * k * b / e
+        if not finite(price):
+            return OVERFLOW
         delta = w * dq * nd1
-        theta0 = w * (q * und * dq * nd1 - c[C_R] * k * dr * nd2)
-        if c[C_FWD_RHO] > 0.0:
-            rho = -t * c[C_PRICE]
+        theta0 = w * (q * und * dq * nd1 - r * k * dr * nd2)
+        charm0 = q * delta
+        if forward_rho:
+            rho = -t * price
             drho = math.nan
         else:
             rho = w * k * t * dr * nd2
             drho = -w * und * t * dq * nd1
-        return delta, theta0, rho, drho, q * delta
-
-    @jit
-    def lognormal_values(err: int, c: Any) -> Any:
-        """Every value of a lognormal row in code order (PRICE ... VETA), NaN
-        for a bad row.  Units: see gpu_pricer.price."""
-        if err != OK:
-            nan = math.nan
-            return (nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
-        delta, theta0, rho, drho, charm0 = lognormal_first(c)
-        n1 = c[C_N1]
-        s = c[C_S]
         if n1 == 0.0:  # far from the money, or sigma*sqrt(t) = 0 away from it
-            return (c[C_PRICE], delta, 0.0, 0.0, theta0, rho, drho, 0.0, 0.0, charm0, 0.0, 0.0,
-                    0.0, 0.0)
-        if s == 0.0:
-            return lognormal_singular(c, delta, theta0, rho, drho, charm0)
-        und = c[C_UND]
-        t = c[C_T]
-        sigma = c[C_SIGMA]
-        q = c[C_Q]
-        dq = c[C_DQ]
-        sqt = c[C_SQT]
-        d1 = c[C_D1]
-        d2 = c[C_D2]
-        gamma = dq * n1 / (und * s)
-        vega = und * dq * n1 * sqt
-        dd1 = c[C_CARRY] / s - 0.5 * d2 / t
-        return (c[C_PRICE], delta, gamma, vega, theta0 - 0.5 * und * dq * n1 * sigma / sqt, rho,
-                drho, -dq * n1 * d2 / sigma, vega * d1 * d2 / sigma, charm0 - dq * n1 * dd1,
-                -gamma / und * (d1 / s + 1.0), gamma * (d1 * d2 - 1.0) / sigma,
-                gamma * (q + 0.5 / t + d1 * dd1), vega * (q - 0.5 / t + d1 * dd1))
+            store(out, i, size, price, delta, 0.0, 0.0, theta0, rho, drho, 0.0, 0.0, charm0,
+                  0.0, 0.0, 0.0, 0.0)
+        elif s > 0.0:
+            gamma = dq * n1 / (und * s)
+            vega = und * dq * n1 * sqt
+            dd1 = carry / s - 0.5 * d2 / t
+            store(out, i, size, price, delta, gamma, vega,
+                  theta0 - 0.5 * und * dq * n1 * sigma / sqt, rho, drho,
+                  -dq * n1 * d2 / sigma, vega * d1 * d2 / sigma, charm0 - dq * n1 * dd1,
+                  -gamma / und * (d1 / s + 1.0), gamma * (d1 * d2 - 1.0) / sigma,
+                  gamma * (q + 0.5 / t + d1 * dd1), vega * (q - 0.5 / t + d1 * dd1))
+        else:
+            lognormal_singular(out, i, size, price, delta, theta0, rho, drho, charm0, und, t,
+                               sigma, q, carry, dq, sqt, n1)
+        return OK
 
     @cold
-    def lognormal_singular(c: Any, delta: float, theta0: float, rho: float, drho: float,
-                           charm0: float) -> Any:
+    def lognormal_singular(out: Any, i: int, size: int, price: float, delta: float,
+                           theta0: float, rho: float, drho: float, charm0: float, und: float,
+                           t: float, sigma: float, q: float, carry: float, dq: float, sqt: float,
+                           n1: float) -> None:
         """At the money with sigma*sqrt(t) = 0: the one-sided limits, +-inf
         where the Greek is singular."""
-        und = c[C_UND]
-        t = c[C_T]
-        sigma = c[C_SIGMA]
-        q = c[C_Q]
-        carry = c[C_CARRY]
-        dq = c[C_DQ]
-        sqt = c[C_SQT]
-        n1 = c[C_N1]
         vega = und * dq * n1 * sqt
         theta = theta0 - rate(0.5 * und * dq * n1 * sigma, sqt)
         if sigma > 0.0:
@@ -350,15 +340,16 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         d1_dd1 = 0.5 * carry + 0.125 * sigma * sigma
         color = math.inf if t == 0.0 else rate(q + 0.5 / t + d1_dd1, 0.0)
         veta = -math.inf if t == 0.0 else vega * (q - 0.5 / t + d1_dd1)
-        return (c[C_PRICE], delta, math.inf, vega, theta, rho, drho, 0.5 * dq * n1 * sqt, 0.0,
-                charm, -math.inf, -math.inf, color, veta)
+        store(out, i, size, price, delta, math.inf, vega, theta, rho, drho, 0.5 * dq * n1 * sqt,
+              0.0, charm, -math.inf, -math.inf, color, veta)
 
     @jit
-    def bachelier_core(model: float, w: float, f: float, k: float, t: float, sigma: float,
-                       r: float) -> Any:
-        """Price and shared parts of the normal model on a forward, discounted
-        at r (forward held fixed for theta and rho).  Context slots: C_D1 holds
-        d = (F - K)/(sigma sqrt(t)), C_N1 n(d), C_ND1 N(w d)."""
+    def bachelier_row(out: Any, i: int, size: int, w: float, f: float, k: float, t: float,
+                      sigma: float, r: float) -> int:
+        """Price and Greeks of the normal model on a forward, discounted at r
+        (forward held fixed for theta and rho), into row i; returns the error
+        code.  dividend_rho is NaN: the model has no dividend yield."""
+        nan = math.nan
         dr = math.exp(-r * t)
         sqt = math.sqrt(t)
         s = sigma * sqt
@@ -374,55 +365,35 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             price = dr * intrinsic
             n = INV_SQRT_2PI if m == 0.0 else 0.0
             nd = 0.5 if m == 0.0 else (1.0 if intrinsic > 0.0 else 0.0)
-        return (model, w, f, k, t, sigma, r, 0.0, 0.0, 1.0, price, dr, 1.0, sqt, s,
-                d, 0.0, n, nd, 0.0)
-
-    @jit
-    def bachelier_values(err: int, c: Any) -> Any:
-        """Every value of a Bachelier row in code order, NaN for a bad row
-        (dividend_rho is NaN: the model has no dividend yield)."""
-        nan = math.nan
-        if err != OK:
-            return (nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
-        w = c[C_W]
-        t = c[C_T]
-        sigma = c[C_SIGMA]
-        r = c[C_R]
-        price = c[C_PRICE]
-        dr = c[C_DR]
-        sqt = c[C_SQT]
-        s = c[C_S]
-        d = c[C_D1]
-        n = c[C_N1]
-        delta = w * dr * c[C_ND1]
+        if not finite(price):
+            return OVERFLOW
+        delta = w * dr * nd
         if n == 0.0:
-            return (price, delta, 0.0, 0.0, r * price, -t * price, nan, 0.0, 0.0, r * delta, 0.0,
-                    0.0, 0.0, 0.0)
-        if s == 0.0:
-            return bachelier_singular(c, delta)
-        gamma = dr * n / s
-        vega = dr * sqt * n
-        return (price, delta, gamma, vega, r * price - 0.5 * dr * n * sigma / sqt, -t * price,
-                nan, -dr * n * d / sigma, vega * d * d / sigma, r * delta + 0.5 * dr * n * d / t,
-                -gamma * d / s, gamma * (d * d - 1.0) / sigma,
-                r * gamma - 0.5 * gamma * (d * d - 1.0) / t,
-                r * vega - 0.5 * vega * (1.0 + d * d) / t)
+            store(out, i, size, price, delta, 0.0, 0.0, r * price, -t * price, nan, 0.0, 0.0,
+                  r * delta, 0.0, 0.0, 0.0, 0.0)
+        elif s > 0.0:
+            gamma = dr * n / s
+            vega = dr * sqt * n
+            store(out, i, size, price, delta, gamma, vega,
+                  r * price - 0.5 * dr * n * sigma / sqt, -t * price, nan,
+                  -dr * n * d / sigma, vega * d * d / sigma, r * delta + 0.5 * dr * n * d / t,
+                  -gamma * d / s, gamma * (d * d - 1.0) / sigma,
+                  r * gamma - 0.5 * gamma * (d * d - 1.0) / t,
+                  r * vega - 0.5 * vega * (1.0 + d * d) / t)
+        else:
+            bachelier_singular(out, i, size, price, delta, t, sigma, r, dr, sqt, n)
+        return OK
 
     @cold
-    def bachelier_singular(c: Any, delta: float) -> Any:
+    def bachelier_singular(out: Any, i: int, size: int, price: float, delta: float, t: float,
+                           sigma: float, r: float, dr: float, sqt: float, n: float) -> None:
         """At the money with sigma*sqrt(t) = 0: one-sided limits (d = 0 exactly)."""
-        t = c[C_T]
-        r = c[C_R]
-        price = c[C_PRICE]
-        dr = c[C_DR]
-        sqt = c[C_SQT]
-        n = c[C_N1]
         vega = dr * sqt * n
-        theta = r * price - rate(0.5 * dr * n * c[C_SIGMA], sqt)
+        theta = r * price - rate(0.5 * dr * n * sigma, sqt)
         color = math.inf if t == 0.0 else rate(r + 0.5 / t, 0.0)
         veta = -math.inf if t == 0.0 else vega * (r - 0.5 / t)
-        return (price, delta, math.inf, vega, theta, -t * price, math.nan, 0.0, 0.0, r * delta,
-                0.0, -math.inf, color, veta)
+        store(out, i, size, price, delta, math.inf, vega, theta, -t * price, math.nan, 0.0, 0.0,
+              r * delta, 0.0, -math.inf, color, veta)
 
     @jit
     def finite(v: float) -> bool:
@@ -449,51 +420,40 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return OK
 
     @jit
-    def empty_context() -> Any:
-        z = 0.0
-        return (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
-
-    @jit
-    def evaluate_bsm(otype: int, und: float, k: float, t: float, sigma: float, r: float,
-                     q: float) -> Any:
-        """(error code, context) of a bsm row; read it with `lognormal_values`."""
-        err = check(True, otype, und, k, t, sigma, r, q)
+    def finish(out: Any, i: int, size: int, err: int) -> int:
         if err != OK:
-            return err, empty_context()
-        c = lognormal_core(0.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r, r - q, 0.0)
-        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
+            store_nan(out, i, size)
+        return err
 
     @jit
-    def evaluate_black76(otype: int, und: float, k: float, t: float, sigma: float, r: float,
-                         q: float) -> Any:
-        """(error code, context) of a black76 row (q is ignored: it is 0)."""
+    def bsm_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
+                sigma: float, r: float, q: float) -> int:
+        """Check and price bsm row i into out[0..size-1, i] (NaN for a bad
+        row); returns the row's error code."""
         err = check(True, otype, und, k, t, sigma, r, q)
-        if err != OK:
-            return err, empty_context()
-        c = lognormal_core(1.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r, 0.0, 1.0)
-        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
+        if err == OK:
+            err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
+                                r - q, False)
+        return finish(out, i, size, err)
 
     @jit
-    def evaluate_bachelier(otype: int, und: float, k: float, t: float, sigma: float, r: float,
-                           q: float) -> Any:
-        """(error code, context) of a Bachelier row; read it with `bachelier_values`."""
+    def black76_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
+                    sigma: float, r: float, q: float) -> int:
+        """The same for black76 (q is 0: the forward has no carry)."""
+        err = check(True, otype, und, k, t, sigma, r, q)
+        if err == OK:
+            err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
+                                0.0, True)
+        return finish(out, i, size, err)
+
+    @jit
+    def normal_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
+                   sigma: float, r: float, q: float) -> int:
+        """The same for bachelier."""
         err = check(False, otype, und, k, t, sigma, r, q)
-        if err != OK:
-            return err, empty_context()
-        c = bachelier_core(2.0, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r)
-        return (OK if finite(c[C_PRICE]) else OVERFLOW), c
-
-    @jit
-    def tier_price(v: Any) -> Any:
-        return (v[PRICE],)
-
-    @jit
-    def tier_first(v: Any) -> Any:
-        return (v[PRICE], v[DELTA], v[GAMMA], v[VEGA], v[THETA], v[RHO], v[DIVIDEND_RHO])
-
-    @jit
-    def tier_all(v: Any) -> Any:
-        return v
+        if err == OK:
+            err = bachelier_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r)
+        return finish(out, i, size, err)
 
     return SimpleNamespace(
         norm_cdf=norm_cdf,
@@ -502,7 +462,5 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         black_parts=black_parts,
         black_otm=black_otm,
         bachelier_otm=bachelier_otm,
-        evaluate={BSM: evaluate_bsm, BLACK76: evaluate_black76, BACHELIER: evaluate_bachelier},
-        values={BSM: lognormal_values, BLACK76: lognormal_values, BACHELIER: bachelier_values},
-        tiers={1: tier_price, DIVIDEND_RHO + 1: tier_first, N_VALUES: tier_all},
+        rows={BSM: bsm_row, BLACK76: black76_row, BACHELIER: normal_row},
     )
