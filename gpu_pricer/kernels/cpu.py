@@ -25,8 +25,10 @@ from numba import njit, prange
 
 from . import formulas
 
-_F = formulas.build(njit(cache=False, nogil=True, inline="always", error_model="numpy"),
-                    cold=njit(cache=False, nogil=True, error_model="numpy"))
+_F = formulas.build(
+    njit(cache=False, nogil=True, inline="always", error_model="numpy", fastmath={"contract"}),
+    cold=njit(cache=False, nogil=True, error_model="numpy", fastmath={"contract"}),
+)
 
 @cache
 def kernel(model: int, size: int) -> Callable[..., None]:
@@ -39,7 +41,7 @@ def kernel(model: int, size: int) -> Callable[..., None]:
 
     price_row = _F.rows[model]
 
-    @njit(parallel=True, nogil=True, cache=False, error_model="numpy")
+    @njit(parallel=True, nogil=True, cache=False, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover
         n = err.shape[0]
