@@ -1,9 +1,9 @@
 """FastAPI app: ``uvicorn api.main:app``.
 
-First step of the service: JSON pricing in a worker thread (the event loop
-never runs a kernel), health, readiness after warm-up, and backend info.
-The micro-batcher, Arrow bodies, implied vol, security and metrics are
-still to come.
+JSON pricing through the micro-batcher (`api.batcher`: concurrent requests
+coalesced into one kernel call per batch, priced in a worker thread, never
+on the event loop), health, readiness after warm-up, and backend info.
+Arrow bodies, implied vol, security and metrics are still to come.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 
 import anyio.to_thread
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 import gpu_pricer as gp
 from gpu_pricer import dispatch
 
+from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .schemas import PriceRequest, PriceResponse
 from .settings import get_service_settings
 
@@ -42,10 +43,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ready = False
     if settings.warmup:
         await anyio.to_thread.run_sync(_warm_up)
+    app.state.batcher = MicroBatcher(
+        max_batch_options=settings.max_batch_options,
+        max_delay_s=settings.max_delay_us * 1e-6,
+        max_queue_options=settings.max_queue_options,
+        backend=_backend_in_use(),
+    )
+    await app.state.batcher.start()
     app.state.ready = True
     log.info("ready; backend %s", _backend_in_use())
     yield
     app.state.ready = False
+    await app.state.batcher.stop()
 
 
 app = FastAPI(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)
@@ -78,16 +87,23 @@ async def readyz(request: Request) -> JSONResponse:
 async def info() -> dict[str, Any]:
     """Backend in use and why, every backend's status, versions."""
     status = gp.backends()
+    settings = get_service_settings()
     return {
         "version": gp.__version__,
         "backend": _backend_in_use(),
+        "batcher": {"max_batch_options": settings.max_batch_options,
+                    "max_delay_us": settings.max_delay_us,
+                    "max_queue_options": settings.max_queue_options,
+                    "default_deadline_ms": settings.default_deadline_ms},
         "backends": {k: {"available": v.available, "reason": v.reason} for k, v in
                      status.items()},
         "numpy": np.__version__,
     }
 
 
-def _price(body: PriceRequest) -> tuple[dict[str, Any], str]:
+def _columns(body: PriceRequest) -> dict[str, Any]:
+    """The request's rows as gpu_pricer.price keyword columns (422 naming the
+    first row that gives the wrong underlying for the model)."""
     rows = body.options
     und_name = "spot" if body.model == "bsm" else "forward"
     other = "forward" if body.model == "bsm" else "spot"
@@ -114,28 +130,48 @@ def _price(body: PriceRequest) -> tuple[dict[str, Any], str]:
     }
     if body.model == "bsm":
         cols["q"] = np.array([o.q for o in rows], dtype=np.float64)
-    backend = _backend_in_use()
-    out = gp.price(model=body.model, greeks=body.greeks, backend=backend, **cols)
-    return out, backend
+    return cols
 
 
 @app.post("/v1/price", response_model=PriceResponse)
-async def price(body: PriceRequest) -> dict[str, Any]:
-    """Price the options in one call; results[i] answers options[i]."""
-    limit = get_service_settings().max_options_per_request
+async def price(
+    body: PriceRequest,
+    request: Request,
+    x_deadline_ms: int | None = Header(None, gt=0, description="Deadline in milliseconds "
+                                       "(default: the service's default_deadline_ms)."),
+) -> dict[str, Any]:
+    """Price the options through the micro-batcher; results[i] answers options[i]."""
+    settings = get_service_settings()
+    limit = settings.max_options_per_request
     if len(body.options) > limit:
         raise HTTPException(413, detail=f"at most {limit} options per request")
+    backend = _backend_in_use()
+    if not body.options:
+        return {"model": body.model, "backend": backend, "results": []}
+    greeks = tuple(gp.GREEKS if body.greeks == "all" else dict.fromkeys(body.greeks))
+    if body.greeks == "all" and body.model != "bsm":
+        greeks = tuple(g for g in greeks if g != "dividend_rho")
+    if "dividend_rho" in greeks and body.model != "bsm":
+        raise HTTPException(422, detail=[{"loc": ["body", "greeks"],
+                                          "msg": "dividend_rho is defined for model 'bsm' only"}])
+    cols = _columns(body)
+    deadline_ms = x_deadline_ms or settings.default_deadline_ms
     try:
-        out, backend = await anyio.to_thread.run_sync(_price, body)
-    except ValueError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+        out = await request.app.state.batcher.submit(
+            model=body.model, greeks=greeks, columns=cols, n=len(body.options),
+            timeout_s=deadline_ms / 1000)
+    except QueueFull:
+        raise HTTPException(503, detail="queue full, retry later",
+                            headers={"Retry-After": "1"}) from None
+    except DeadlineExceeded:
+        raise HTTPException(504, detail=f"not priced within {deadline_ms} ms") from None
     err = out["error"]
     if body.strict and err.any():
         bad = np.flatnonzero(err)
         raise HTTPException(422, detail=[
             {"loc": ["body", "options", int(i)], "msg": gp.ERRORS[int(err[i])]} for i in bad[:20]
         ])
-    names = [k for k in out if k != "error"]
+    names = ["price", *greeks]
     # JSON has no infinity: a Greek that is infinite at its singular limit is sent as null
     columns = {k: np.where(np.isinf(out[k]), np.nan, out[k]).tolist() for k in names}
     codes = err.tolist()

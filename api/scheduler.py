@@ -12,8 +12,8 @@ Rules:
   alone (the body-size limit bounds it).
 - A batch is due when the queued options reach `max_batch_options`, or
   `max_delay` seconds after the oldest queued request arrived, whichever
-  comes first; `max_delay == 0` turns coalescing off (each batch is due at
-  once).
+  comes first; `max_delay == 0` turns coalescing off: each batch is due at
+  once and holds one request (or one slice of it).
 - A batch holds at most `max_batch_options` options, taken in arrival
   order; a request larger than that is split into slices over successive
   batches, so its rows are priced in order and none is lost.
@@ -142,4 +142,6 @@ class Scheduler:
             self._queued_options -= take
             if head.left == 0:
                 self._queue.popleft()
+            if self.max_delay == 0:
+                break
         return Batch(tuple(slices))

@@ -16,6 +16,20 @@ class ServiceSettings(PricerSettings):
         100_000, gt=0, description="Most options one JSON request may carry (413 above)."
     )
     warmup: bool = Field(True, description="Compile the kernels before reporting ready.")
+    max_batch_options: int = Field(
+        65_536, gt=0, description="Most options priced in one kernel call (a batch)."
+    )
+    max_delay_us: int = Field(
+        500, ge=0, description="Microseconds a batch waits for more requests after the first "
+        "queued one; 0 turns coalescing off."
+    )
+    max_queue_options: int = Field(
+        2_000_000, gt=0, description="Most options waiting in the queue; beyond it, 503."
+    )
+    default_deadline_ms: int = Field(
+        10_000, gt=0, description="Deadline of a request without an X-Deadline-Ms header; "
+        "504 when it cannot be met."
+    )
 
 
 @cache

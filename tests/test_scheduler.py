@@ -67,11 +67,15 @@ def test_bounded_queue_refuses_visibly() -> None:
 def test_no_coalescing_when_delay_is_zero() -> None:
     s = Scheduler(max_batch_options=100, max_delay=0.0, max_queue_options=1000)
     s.offer(1, 3, now=0.0, deadline=FAR)
+    s.offer(2, 4, now=0.0, deadline=FAR)
     assert s.due_in(0.0) == 0.0
+    first, second = s.next_batch(0.0), s.next_batch(0.0)
+    assert first is not None and [x.key for x in first.slices] == [1]
+    assert second is not None and [x.key for x in second.slices] == [2]
 
 
 def test_deadlines_expire_only_untouched_requests() -> None:
-    s = Scheduler(max_batch_options=4, max_delay=0.0, max_queue_options=100)
+    s = Scheduler(max_batch_options=4, max_delay=0.001, max_queue_options=100)
     s.offer(1, 6, now=0.0, deadline=0.5)
     s.offer(2, 2, now=0.0, deadline=0.5)
     s.offer(3, 2, now=0.0, deadline=5.0)

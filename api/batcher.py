@@ -1,0 +1,179 @@
+"""The micro-batcher: an async front end (one future per request) over the
+pure `Scheduler`, and an executor that prices each batch with one
+`gpu_pricer.price` call in a worker thread (never on the event loop).
+
+Requests of one model share a queue; a batch prices the union of its
+requests' Greeks and hands each request its own rows and Greeks back, in
+order.  A request larger than a batch is priced in slices over several
+batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+
+import gpu_pricer as gp
+
+from .scheduler import Admission, Batch, Scheduler
+
+log = logging.getLogger("gpu_pricer.api")
+
+PriceFn = Callable[..., Mapping[str, Any]]
+
+
+class QueueFull(Exception):
+    """The queue has no room: answer 503 with Retry-After."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before it could be priced: answer 504."""
+
+
+@dataclass
+class _Job:
+    key: int
+    model: str
+    greeks: tuple[str, ...]
+    columns: Mapping[str, Any]
+    n: int
+    future: asyncio.Future[dict[str, Any]]
+    out: dict[str, Any] = field(default_factory=dict)
+    done_rows: int = 0
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    options: int = 0
+    requests_per_batch: list[int] = field(default_factory=list)
+
+
+class MicroBatcher:
+    """Coalesces concurrent pricing requests into batches (see module docstring)."""
+
+    def __init__(self, *, max_batch_options: int, max_delay_s: float, max_queue_options: int,
+                 price: PriceFn = gp.price, backend: str = "auto") -> None:
+        self._price = price
+        self._backend = backend
+        self._settings = (max_batch_options, max_delay_s, max_queue_options)
+        self._queues: dict[str, Scheduler] = {}
+        self._jobs: dict[int, _Job] = {}
+        self._keys = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = BatcherStats()
+
+    # --- front end --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Stop accepting, price everything queued, then end the loop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def queued_options(self) -> int:
+        return sum(q.queued_options for q in self._queues.values())
+
+    async def submit(self, *, model: str, greeks: tuple[str, ...], columns: Mapping[str, Any],
+                     n: int, timeout_s: float) -> dict[str, Any]:
+        """Price `n` rows of `columns` (gpu_pricer.price keywords); returns the
+        outputs in row order.  Raises QueueFull or DeadlineExceeded."""
+        if self._closing:
+            raise QueueFull("shutting down")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        key = next(self._keys)
+        job = _Job(key, model, greeks, columns, n, loop.create_future())
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = Scheduler(*self._settings)
+        if queue.offer(key, n, now, now + timeout_s) is Admission.QUEUE_FULL:
+            raise QueueFull(f"{queue.queued_options} options queued")
+        self._jobs[key] = job
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"not priced within {timeout_s:.3f} s") from None
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for queue in self._queues.values():
+                for key in queue.expire(now):
+                    job = self._jobs.pop(key)
+                    if not job.future.done():
+                        job.future.set_exception(DeadlineExceeded("expired in the queue"))
+            due = [(q, w) for q in self._queues.values() if (w := q.due_in(now)) is not None]
+            if not due:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            queue, wait = min(due, key=lambda qw: qw[1])
+            if wait > 0 and not self._closing:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            batch = queue.next_batch(now if not self._closing else now + 1e9)
+            if batch is not None:
+                await self._execute(batch)
+
+    async def _execute(self, batch: Batch) -> None:
+        jobs = [self._jobs[s.key] for s in batch.slices]
+        model = jobs[0].model
+        names = [g for g in gp.GREEKS if any(g in j.greeks for j in jobs)]
+        try:
+            result = await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model, names)
+        except Exception as exc:  # a fault that is not a row error: fail these requests
+            log.exception("batch of %d options failed", batch.size)
+            for job in jobs:
+                self._jobs.pop(job.key, None)
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        self.stats.batches += 1
+        self.stats.options += batch.size
+        self.stats.requests_per_batch.append(len(batch.slices))
+        for s, job in zip(batch.slices, jobs, strict=True):
+            for name in ("price", *job.greeks, "error"):
+                if name not in job.out:
+                    job.out[name] = np.empty(job.n, dtype=result[name].dtype)
+                job.out[name][s.start:s.stop] = result[name][s.offset:s.offset + s.size]
+            job.done_rows += s.size
+            if job.done_rows == job.n:
+                self._jobs.pop(job.key, None)
+                if not job.future.done():
+                    job.future.set_result(job.out)
+
+    def _price_batch(self, batch: Batch, jobs: list[_Job], model: str,
+                     names: list[str]) -> Mapping[str, Any]:
+        keys = jobs[0].columns.keys()
+        if len(batch.slices) == 1:  # one request: views, no copy
+            s = batch.slices[0]
+            cols = {k: jobs[0].columns[k][s.start:s.stop] for k in keys}
+        else:
+            cols = {k: np.concatenate([j.columns[k][s.start:s.stop]
+                                       for s, j in zip(batch.slices, jobs, strict=True)])
+                    for k in keys}
+        return self._price(model=model, greeks=names, backend=self._backend, **cols)

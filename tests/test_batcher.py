@@ -1,0 +1,158 @@
+"""The micro-batcher's front end and executor, with an instrumented pricer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gpu_pricer as gp
+from api.batcher import DeadlineExceeded, MicroBatcher, QueueFull
+
+
+class Recorder:
+    """gpu_pricer.price (numpy backend) that records batch sizes and can be held."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail = False
+
+    def __call__(self, **kw: Any) -> Mapping[str, Any]:
+        self.release.wait(5)
+        if self.fail:
+            raise RuntimeError("device fault")
+        self.sizes.append(len(kw["strike"]))
+        kw["backend"] = "numpy"
+        return gp.price(**kw)
+
+
+def _columns(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "option_type": np.where(rng.random(n) < 0.5, "call", "put"),
+        "spot": rng.uniform(50, 150, n),
+        "strike": rng.uniform(50, 150, n),
+        "t": rng.uniform(0.1, 2, n),
+        "sigma": np.where(rng.random(n) < 0.1, -0.2, rng.uniform(0.1, 0.5, n)),
+        "r": np.full(n, 0.02),
+        "q": np.zeros(n),
+    }
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_coalesce_and_get_their_own_rows() -> None:
+    rec = Recorder()
+
+    async def main() -> list[dict[str, Any]]:
+        b = MicroBatcher(max_batch_options=1000, max_delay_s=0.05, max_queue_options=10_000,
+                         price=rec)
+        await b.start()
+        greeks = [("delta",), ("vega", "gamma"), ()]
+        outs = await asyncio.gather(*(
+            b.submit(model="bsm", greeks=greeks[i % 3], columns=_columns(5 + i, i), n=5 + i,
+                     timeout_s=5) for i in range(12)))
+        await b.stop()
+        assert b.stats.batches == len(rec.sizes)
+        return outs
+
+    outs = _run(main())
+    assert len(rec.sizes) < 12  # coalesced
+    assert sum(rec.sizes) == sum(5 + i for i in range(12))
+    for i, out in enumerate(outs):
+        cols = _columns(5 + i, i)
+        want = ("delta",), ("vega", "gamma"), ()
+        ref = gp.price(greeks=want[i % 3], backend="numpy", **cols)
+        assert list(out) == ["price", *want[i % 3], "error"]
+        for name in ref:
+            np.testing.assert_array_equal(out[name], ref[name])
+
+
+def test_large_request_is_priced_in_slices_in_order() -> None:
+    rec = Recorder()
+
+    async def main() -> dict[str, Any]:
+        b = MicroBatcher(max_batch_options=64, max_delay_s=0.0, max_queue_options=100,
+                         price=rec)
+        await b.start()
+        out = await b.submit(model="bsm", greeks=("delta",), columns=_columns(300, 1), n=300,
+                             timeout_s=5)
+        await b.stop()
+        return out
+
+    out = _run(main())
+    assert rec.sizes == [64, 64, 64, 64, 44]
+    ref = gp.price(greeks=["delta"], backend="numpy", **_columns(300, 1))
+    np.testing.assert_array_equal(out["price"], ref["price"])
+    np.testing.assert_array_equal(out["error"], ref["error"])
+
+
+def test_queue_full_and_deadline() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        b = MicroBatcher(max_batch_options=10, max_delay_s=0.0, max_queue_options=20,
+                         price=rec)
+        await b.start()
+        rec.release.clear()  # hold the first batch in the worker
+        first = asyncio.create_task(b.submit(model="bsm", greeks=(), columns=_columns(10, 1),
+                                             n=10, timeout_s=5))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(b.submit(model="bsm", greeks=(),
+                                               columns=_columns(20, 2), n=20, timeout_s=0.1))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await b.submit(model="bsm", greeks=(), columns=_columns(5, 3), n=5, timeout_s=5)
+        with pytest.raises(DeadlineExceeded):
+            await waiting
+        rec.release.set()
+        out = await first
+        assert out["price"].shape == (10,)
+        await b.stop()
+
+    _run(main())
+
+
+def test_a_failing_batch_fails_its_requests_only() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        b = MicroBatcher(max_batch_options=100, max_delay_s=0.0, max_queue_options=1000,
+                         price=rec)
+        await b.start()
+        rec.fail = True
+        with pytest.raises(RuntimeError, match="device fault"):
+            await b.submit(model="bsm", greeks=(), columns=_columns(4, 1), n=4, timeout_s=5)
+        rec.fail = False
+        out = await b.submit(model="bsm", greeks=(), columns=_columns(4, 1), n=4, timeout_s=5)
+        assert out["price"].shape == (4,)
+        await b.stop()
+
+    _run(main())
+
+
+def test_stop_drains_queued_requests() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        b = MicroBatcher(max_batch_options=100, max_delay_s=10.0, max_queue_options=1000,
+                         price=rec)
+        await b.start()
+        tasks = [asyncio.create_task(b.submit(model="bsm", greeks=(), columns=_columns(3, i),
+                                              n=3, timeout_s=30)) for i in range(4)]
+        await asyncio.sleep(0.01)
+        await b.stop()  # far before the 10 s delay: everything queued is priced now
+        outs = await asyncio.gather(*tasks)
+        assert all(o["price"].shape == (3,) for o in outs)
+        with pytest.raises(QueueFull):
+            await b.submit(model="bsm", greeks=(), columns=_columns(3, 9), n=3, timeout_s=1)
+
+    _run(main())
