@@ -56,15 +56,18 @@ class BatcherStats:
     batches: int = 0
     options: int = 0
     requests_per_batch: list[int] = field(default_factory=list)
+    fallbacks: int = 0  # batches retried on the CPU after a device fault
 
 
 class MicroBatcher:
     """Coalesces concurrent pricing requests into batches (see module docstring)."""
 
     def __init__(self, *, max_batch_options: int, max_delay_s: float, max_queue_options: int,
-                 price: PriceFn = gp.price, backend: str = "auto") -> None:
+                 price: PriceFn = gp.price, backend: str = "auto",
+                 fallback_backend: str = "numba") -> None:
         self._price = price
         self._backend = backend
+        self._fallback = fallback_backend
         self._settings = (max_batch_options, max_delay_s, max_queue_options)
         self._queues: dict[str, Scheduler] = {}
         self._jobs: dict[int, _Job] = {}
@@ -85,6 +88,11 @@ class MicroBatcher:
         self._wake.set()
         if self._task is not None:
             await self._task
+
+    @property
+    def backend(self) -> str:
+        """The backend batches are priced on now (the CPU after a device fault)."""
+        return self._backend
 
     @property
     def queued_options(self) -> int:
@@ -143,15 +151,38 @@ class MicroBatcher:
         jobs = [self._jobs[s.key] for s in batch.slices]
         model = jobs[0].model
         names = [g for g in gp.GREEKS if any(g in j.greeks for j in jobs)]
+        result: Mapping[str, Any] | None
         try:
-            result = await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model, names)
-        except Exception as exc:  # a fault that is not a row error: fail these requests
-            log.exception("batch of %d options failed", batch.size)
-            for job in jobs:
-                self._jobs.pop(job.key, None)
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            return
+            result = await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model, names,
+                                                    self._backend)
+        except Exception as exc:
+            result = await self._fall_back(exc, batch, jobs, model, names)
+        if result is not None:
+            self._deliver(batch, jobs, result)
+
+    async def _fall_back(self, exc: Exception, batch: Batch, jobs: list[_Job], model: str,
+                         names: list[str]) -> Mapping[str, Any] | None:
+        """A batch failed on the device: retry it on the CPU and stay there.  If
+        it fails there too (or was already there), fail its requests."""
+        if self._backend != self._fallback:
+            log.error("device fault on %s (%s: %s); retrying the batch on %s and staying there",
+                      self._backend, type(exc).__name__, exc, self._fallback)
+            self._backend = self._fallback
+            self.stats.fallbacks += 1
+            try:
+                return await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model,
+                                                      names, self._backend)
+            except Exception as again:
+                exc = again
+        # a fault on the CPU too: fail these requests only
+        log.error("batch of %d options failed: %s: %s", batch.size, type(exc).__name__, exc)
+        for job in jobs:
+            self._jobs.pop(job.key, None)
+            if not job.future.done():
+                job.future.set_exception(exc)
+        return None
+
+    def _deliver(self, batch: Batch, jobs: list[_Job], result: Mapping[str, Any]) -> None:
         self.stats.batches += 1
         self.stats.options += batch.size
         self.stats.requests_per_batch.append(len(batch.slices))
@@ -166,8 +197,8 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_result(job.out)
 
-    def _price_batch(self, batch: Batch, jobs: list[_Job], model: str,
-                     names: list[str]) -> Mapping[str, Any]:
+    def _price_batch(self, batch: Batch, jobs: list[_Job], model: str, names: list[str],
+                     backend: str) -> Mapping[str, Any]:
         keys = jobs[0].columns.keys()
         if len(batch.slices) == 1:  # one request: views, no copy
             s = batch.slices[0]
@@ -176,4 +207,4 @@ class MicroBatcher:
             cols = {k: np.concatenate([j.columns[k][s.start:s.stop]
                                        for s, j in zip(batch.slices, jobs, strict=True)])
                     for k in keys}
-        return self._price(model=model, greeks=names, backend=self._backend, **cols)
+        return self._price(model=model, greeks=names, backend=backend, **cols)

@@ -61,6 +61,9 @@ app = FastAPI(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)
 
 
 def _backend_in_use() -> str:
+    batcher = getattr(app.state, "batcher", None)
+    if batcher is not None:
+        return str(batcher.backend)  # the CPU after a device fault
     return dispatch.candidates("auto", on_device=False)[0]
 
 

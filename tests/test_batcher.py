@@ -15,18 +15,21 @@ from api.batcher import DeadlineExceeded, MicroBatcher, QueueFull
 
 
 class Recorder:
-    """gpu_pricer.price (numpy backend) that records batch sizes and can be held."""
+    """gpu_pricer.price (numpy backend) that records batch sizes and backends,
+    can be held, and can fail like a device."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.backends: list[str] = []
         self.release = threading.Event()
         self.release.set()
-        self.fail = False
+        self.fail_on: set[str] = set()
 
     def __call__(self, **kw: Any) -> Mapping[str, Any]:
         self.release.wait(5)
-        if self.fail:
-            raise RuntimeError("device fault")
+        self.backends.append(kw["backend"])
+        if kw["backend"] in self.fail_on:
+            raise RuntimeError("CUDA_ERROR_LAUNCH_FAILED")
         self.sizes.append(len(kw["strike"]))
         kw["backend"] = "numpy"
         return gp.price(**kw)
@@ -121,17 +124,39 @@ def test_queue_full_and_deadline() -> None:
     _run(main())
 
 
-def test_a_failing_batch_fails_its_requests_only() -> None:
+def test_device_fault_retries_on_the_cpu_and_stays_there() -> None:
+    rec = Recorder()
+    rec.fail_on = {"numba-cuda"}
+
+    async def main() -> MicroBatcher:
+        b = MicroBatcher(max_batch_options=100, max_delay_s=0.0, max_queue_options=1000,
+                         price=rec, backend="numba-cuda")
+        await b.start()
+        cols = _columns(4, 1)
+        out = await b.submit(model="bsm", greeks=(), columns=cols, n=4, timeout_s=5)
+        ref = gp.price(backend="numpy", **cols)
+        np.testing.assert_array_equal(out["price"], ref["price"])  # no request failed
+        await b.submit(model="bsm", greeks=(), columns=_columns(3, 2), n=3, timeout_s=5)
+        await b.stop()
+        return b
+
+    b = _run(main())
+    assert rec.backends == ["numba-cuda", "numba", "numba"]
+    assert b.backend == "numba"
+    assert b.stats.fallbacks == 1
+
+
+def test_a_fault_on_the_cpu_fails_that_batch_only() -> None:
     rec = Recorder()
 
     async def main() -> None:
         b = MicroBatcher(max_batch_options=100, max_delay_s=0.0, max_queue_options=1000,
-                         price=rec)
+                         price=rec, backend="numba")
         await b.start()
-        rec.fail = True
-        with pytest.raises(RuntimeError, match="device fault"):
+        rec.fail_on = {"numba"}
+        with pytest.raises(RuntimeError, match="CUDA_ERROR_LAUNCH_FAILED"):
             await b.submit(model="bsm", greeks=(), columns=_columns(4, 1), n=4, timeout_s=5)
-        rec.fail = False
+        rec.fail_on = set()
         out = await b.submit(model="bsm", greeks=(), columns=_columns(4, 1), n=4, timeout_s=5)
         assert out["price"].shape == (4,)
         await b.stop()
