@@ -24,6 +24,7 @@ import numpy as np
 
 import gpu_pricer as gp
 
+from . import metrics
 from .scheduler import Admission, Batch, Scheduler
 
 log = logging.getLogger("gpu_pricer.api")
@@ -47,6 +48,7 @@ class _Job:
     columns: Mapping[str, Any]
     n: int
     future: asyncio.Future[dict[str, Any]]
+    arrived: float = 0.0
     out: dict[str, Any] = field(default_factory=dict)
     done_rows: int = 0
 
@@ -107,17 +109,20 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         key = next(self._keys)
-        job = _Job(key, model, greeks, columns, n, loop.create_future())
+        job = _Job(key, model, greeks, columns, n, loop.create_future(), arrived=now)
         queue = self._queues.get(model)
         if queue is None:
             queue = self._queues[model] = Scheduler(*self._settings)
         if queue.offer(key, n, now, now + timeout_s) is Admission.QUEUE_FULL:
+            metrics.REJECTED.labels("queue_full").inc()
             raise QueueFull(f"{queue.queued_options} options queued")
         self._jobs[key] = job
+        metrics.QUEUE_OPTIONS.set(self.queued_options)
         self._wake.set()
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
         except TimeoutError:
+            metrics.REJECTED.labels("deadline").inc()
             raise DeadlineExceeded(f"not priced within {timeout_s:.3f} s") from None
 
     # --- the loop ---------------------------------------------------------------------
@@ -150,6 +155,11 @@ class MicroBatcher:
     async def _execute(self, batch: Batch) -> None:
         jobs = [self._jobs[s.key] for s in batch.slices]
         model = jobs[0].model
+        started = time.monotonic()
+        metrics.QUEUE_OPTIONS.set(self.queued_options)
+        for s, job in zip(batch.slices, jobs, strict=True):
+            if s.start == 0:
+                metrics.QUEUE_WAIT.observe(started - job.arrived)
         names = [g for g in gp.GREEKS if any(g in j.greeks for j in jobs)]
         result: Mapping[str, Any] | None
         try:
@@ -169,6 +179,8 @@ class MicroBatcher:
                       self._backend, type(exc).__name__, exc, self._fallback)
             self._backend = self._fallback
             self.stats.fallbacks += 1
+            metrics.FALLBACKS.inc()
+            metrics.BACKEND.info({"backend": self._backend, "reason": "device fault"})
             try:
                 return await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model,
                                                       names, self._backend)
@@ -186,6 +198,9 @@ class MicroBatcher:
         self.stats.batches += 1
         self.stats.options += batch.size
         self.stats.requests_per_batch.append(len(batch.slices))
+        metrics.BATCH_OPTIONS.observe(batch.size)
+        metrics.BATCH_REQUESTS.observe(len(batch.slices))
+        metrics.OPTIONS_PRICED.labels(self._backend, jobs[0].model).inc(batch.size)
         for s, job in zip(batch.slices, jobs, strict=True):
             for name in ("price", *job.greeks, "error"):
                 if name not in job.out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,11 +18,12 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 import gpu_pricer as gp
 from gpu_pricer import dispatch
 
+from . import metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .schemas import PriceRequest, PriceResponse
 from .settings import get_service_settings
@@ -50,6 +52,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend=_backend_in_use(),
     )
     await app.state.batcher.start()
+    status = gp.backends()
+    chosen = _backend_in_use()
+    metrics.BACKEND.info({"backend": chosen, "reason": status[chosen].reason})
     app.state.ready = True
     log.info("ready; backend %s", _backend_in_use())
     yield
@@ -65,6 +70,29 @@ def _backend_in_use() -> str:
     if batcher is not None:
         return str(batcher.backend)  # the CPU after a device fault
     return dispatch.candidates("auto", on_device=False)[0]
+
+
+@app.middleware("http")
+async def _count(request: Request, call_next: Any) -> Any:
+    """Count and time every request by its route (not its raw path)."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.REQUESTS.labels(endpoint, request.method, str(status)).inc()
+        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+
+
+@app.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """Prometheus exposition (all workers in multiprocess mode)."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @app.exception_handler(Exception)

@@ -90,3 +90,17 @@ def test_openapi_states_units(client: TestClient) -> None:
     props = schema["components"]["schemas"]["OptionIn"]["properties"]
     assert "years" in props["t"]["description"]
     assert "sqrt(year)" in props["sigma"]["description"]
+
+
+def test_metrics_are_exported(client: TestClient) -> None:
+    client.post("/v1/price", json={"options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}]})
+    text = client.get("/metrics").text
+    for name in ("gpu_pricer_http_requests_total", "gpu_pricer_http_request_duration_seconds",
+                 "gpu_pricer_batch_options", "gpu_pricer_batch_requests",
+                 "gpu_pricer_queue_options", "gpu_pricer_queue_wait_seconds",
+                 "gpu_pricer_options_priced_total", "gpu_pricer_backend_fallbacks_total",
+                 "gpu_pricer_rejected_requests_total", "gpu_pricer_backend_info"):
+        assert name in text, name
+    assert 'endpoint="/v1/price",method="POST",status="200"' in text
+    assert 'gpu_pricer_options_priced_total{backend="numba",model="bsm"}' in text

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the service (prometheus-client).
+
+With several uvicorn workers, set PROMETHEUS_MULTIPROC_DIR to a writable
+directory before start: the registry then aggregates every worker's files
+(prometheus-client's multiprocess mode).  Names are the contract used by
+dashboards and alerts; keep them stable.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("gpu_pricer_http_requests_total", "HTTP requests by endpoint and status.",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("gpu_pricer_http_request_duration_seconds",
+                    "HTTP request latency by endpoint.", ["endpoint"],
+                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                             2.5, 5, 10))
+BATCH_OPTIONS = Histogram("gpu_pricer_batch_options", "Options per batch (kernel call).",
+                          buckets=(1, 10, 100, 1_000, 10_000, 65_536, 262_144, 1_048_576))
+BATCH_REQUESTS = Histogram("gpu_pricer_batch_requests", "Requests coalesced per batch.",
+                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+QUEUE_OPTIONS = Gauge("gpu_pricer_queue_options", "Options waiting in the batcher's queue.",
+                      multiprocess_mode="livesum")
+QUEUE_WAIT = Histogram("gpu_pricer_queue_wait_seconds",
+                       "Time from a request's arrival to the start of its first batch.",
+                       buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1, 10))
+OPTIONS_PRICED = Counter("gpu_pricer_options_priced_total", "Options priced, by backend and "
+                         "model.", ["backend", "model"])
+FALLBACKS = Counter("gpu_pricer_backend_fallbacks_total",
+                    "Batches retried on the CPU after a device fault.")
+REJECTED = Counter("gpu_pricer_rejected_requests_total",
+                   "Requests shed: queue full (503) or deadline missed (504).", ["reason"])
+BACKEND = Info("gpu_pricer_backend", "Backend in use and the reason it was chosen.")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type (all workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
