@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## serve: install the project and start the service on the CPU fallback
 serve: $(VENV)/.installed
 	@if [ -f api/main.py ]; then \
-		$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT); \
+		GPU_PRICER_HOST=$(HOST) GPU_PRICER_PORT=$(PORT) $(BIN)/python -m api; \
 	else \
 		echo "api/main.py missing"; exit 1; \
 	fi

@@ -8,16 +8,19 @@ Arrow bodies, implied vol, security and metrics are still to come.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 import gpu_pricer as gp
@@ -26,6 +29,7 @@ from gpu_pricer import dispatch
 from . import metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .schemas import PriceRequest, PriceResponse
+from .security import authenticate, load_hashes
 from .settings import get_service_settings
 
 log = logging.getLogger("gpu_pricer.api")
@@ -43,6 +47,7 @@ def _warm_up() -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_service_settings()
     app.state.ready = False
+    app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
     if settings.warmup:
         await anyio.to_thread.run_sync(_warm_up)
     app.state.batcher = MicroBatcher(
@@ -63,6 +68,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)
+_origins = [o.strip() for o in get_service_settings().cors_origins.split(",") if o.strip()]
+if _origins:  # closed unless configured
+    app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type", "X-Deadline-Ms"])
+access_log = logging.getLogger("gpu_pricer.access")
 
 
 def _backend_in_use() -> str:
@@ -74,18 +84,27 @@ def _backend_in_use() -> str:
 
 @app.middleware("http")
 async def _count(request: Request, call_next: Any) -> Any:
-    """Count and time every request by its route (not its raw path)."""
+    """Count and time every request by its route (not its raw path), and log
+    one JSON line with its request id and the caller's key id (never the key)."""
     started = time.perf_counter()
+    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
     status = 500
     try:
         response = await call_next(request)
         status = response.status_code
+        response.headers["X-Request-Id"] = request_id
         return response
     finally:
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - started
         metrics.REQUESTS.labels(endpoint, request.method, str(status)).inc()
-        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        metrics.LATENCY.labels(endpoint).observe(elapsed)
+        access_log.info(json.dumps({
+            "request_id": request_id, "key_id": getattr(request.state, "key_id", None),
+            "method": request.method, "endpoint": endpoint, "status": status,
+            "duration_ms": round(elapsed * 1e3, 3),
+        }))
 
 
 @app.get("/metrics")
@@ -114,7 +133,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-@app.get("/v1/info")
+@app.get("/v1/info", dependencies=[Depends(authenticate)])
 async def info() -> dict[str, Any]:
     """Backend in use and why, every backend's status, versions."""
     status = gp.backends()
@@ -164,7 +183,7 @@ def _columns(body: PriceRequest) -> dict[str, Any]:
     return cols
 
 
-@app.post("/v1/price", response_model=PriceResponse)
+@app.post("/v1/price", response_model=PriceResponse, dependencies=[Depends(authenticate)])
 async def price(
     body: PriceRequest,
     request: Request,

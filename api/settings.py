@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 from pydantic import Field
 
@@ -12,6 +13,21 @@ from gpu_pricer.settings import PricerSettings
 class ServiceSettings(PricerSettings):
     """Every knob of the service, with its unit and default."""
 
+    host: str = Field("127.0.0.1", description="Address to listen on (python -m api).")
+    port: int = Field(8000, gt=0, lt=65536, description="TCP port (python -m api).")
+    api_key_hashes: str = Field(
+        "", description="Comma-separated SHA-256 hex digests of accepted API keys, each "
+        "'digest' or 'id:digest'. Empty (and no file): no authentication."
+    )
+    api_key_hashes_file: Path | None = Field(
+        None, description="File of API key digests, one per line (a mounted secret)."
+    )
+    allow_open: bool = Field(
+        False, description="Allow listening beyond loopback without API keys."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS; empty: CORS closed."
+    )
     max_options_per_request: int = Field(
         100_000, gt=0, description="Most options one JSON request may carry (413 above)."
     )
