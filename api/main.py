@@ -107,6 +107,35 @@ async def _count(request: Request, call_next: Any) -> Any:
         }))
 
 
+JSON = "application/json"
+
+
+@app.middleware("http")
+async def _limit_body(request: Request, call_next: Any) -> Any:
+    """415 for a body that is not JSON; 413 for one over max_body_bytes, by its
+    Content-Length or, when it has none, by counting what arrives."""
+    if request.method == "POST":
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != JSON:
+            return JSONResponse({"detail": f"unsupported content type {ctype or 'none'!r}; "
+                                 f"use {JSON}"}, status_code=415)
+        limit = get_service_settings().max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse({"detail": f"body over {limit} bytes"}, status_code=413)
+        if length is None:
+            size = 0
+            chunks = []
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return JSONResponse({"detail": f"body over {limit} bytes"},
+                                        status_code=413)
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # FastAPI reads the body from here
+    return await call_next(request)
+
+
 @app.get("/metrics")
 async def prometheus_metrics() -> Response:
     """Prometheus exposition (all workers in multiprocess mode)."""

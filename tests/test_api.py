@@ -11,6 +11,8 @@ import gpu_pricer as gp
 from api.main import app
 from api.settings import get_service_settings
 
+JSON_TYPE = "application/json"
+
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
@@ -104,3 +106,43 @@ def test_metrics_are_exported(client: TestClient) -> None:
         assert name in text, name
     assert 'endpoint="/v1/price",method="POST",status="200"' in text
     assert 'gpu_pricer_options_priced_total{backend="numba",model="bsm"}' in text
+
+
+def test_content_type_and_body_limits(client: TestClient,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    r = client.post("/v1/price", content=b"a,b\n1,2", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 415
+    monkeypatch.setenv("GPU_PRICER_MAX_BODY_BYTES", "200")
+    get_service_settings.cache_clear()
+    try:
+        big = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5,
+                            "sigma": 0.2}] * 5}
+        r = client.post("/v1/price", json=big)
+        assert r.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            yield b'{"options": ['
+            yield b" " * 300
+            yield b"]}"
+
+        r = client.post("/v1/price", content=chunks(), headers={"Content-Type": JSON_TYPE})
+        assert r.status_code == 413
+    finally:
+        get_service_settings.cache_clear()
+
+
+def test_deeply_nested_json_is_a_clean_4xx(client: TestClient) -> None:
+    body = "[" * 100_000 + "]" * 100_000
+    r = client.post("/v1/price", content=body.encode(), headers={"Content-Type": JSON_TYPE})
+    assert 400 <= r.status_code < 500
+    assert "Traceback" not in r.text
+
+
+def test_chunked_body_under_the_limit_is_priced(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"options": [{"option_type": "call", "spot": 100, '
+        yield b'"strike": 95, "t": 0.5, "sigma": 0.2}]}'
+
+    r = client.post("/v1/price", content=chunks(), headers={"Content-Type": JSON_TYPE})
+    assert r.status_code == 200
+    assert r.json()["results"][0]["price"] > 8
