@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 import gpu_pricer as gp
 from gpu_pricer import dispatch
 
-from . import metrics
+from . import arrow_io, metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .schemas import PriceRequest, PriceResponse
 from .security import authenticate, load_hashes
@@ -108,17 +108,27 @@ async def _count(request: Request, call_next: Any) -> Any:
 
 
 JSON = "application/json"
+ARROW_ROUTE = "/v1/price/arrow-stream"
+ARROW_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
+    "type": "string", "format": "binary",
+    "description": "Arrow IPC stream; columns are the library's keywords (option_type, "
+    "spot or forward, strike, t, sigma, r, q, optional id; units as in OptionIn). model and "
+    "greeks come as query parameters; the answer is an Arrow IPC stream of price, the Greeks, "
+    "error (and id) in row order."}}}}}
 
 
 @app.middleware("http")
 async def _limit_body(request: Request, call_next: Any) -> Any:
-    """415 for a body that is not JSON; 413 for one over max_body_bytes, by its
-    Content-Length or, when it has none, by counting what arrives."""
+    """415 for a body that is neither JSON nor an Arrow stream; 413 for one over
+    max_body_bytes, by its Content-Length or, when it has none, by counting
+    what arrives.  Arrow bodies to /v1/price go to its Arrow handler."""
     if request.method == "POST":
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != JSON:
+        if ctype not in (JSON, arrow_io.ARROW_STREAM):
             return JSONResponse({"detail": f"unsupported content type {ctype or 'none'!r}; "
-                                 f"use {JSON}"}, status_code=415)
+                                 f"use {JSON} or {arrow_io.ARROW_STREAM}"}, status_code=415)
+        if ctype == arrow_io.ARROW_STREAM and request.url.path == "/v1/price":
+            request.scope["path"] = ARROW_ROUTE
         limit = get_service_settings().max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -180,6 +190,36 @@ async def info() -> dict[str, Any]:
     }
 
 
+def _greeks(model: str, requested: Any, loc: list[str]) -> tuple[str, ...]:
+    """The Greeks to return, in request order ('all': every one the model has)."""
+    if requested == "all":
+        return tuple(g for g in gp.GREEKS if model == "bsm" or g != "dividend_rho")
+    greeks = tuple(dict.fromkeys(requested))
+    unknown = [g for g in greeks if g not in gp.GREEKS]
+    if unknown:
+        raise HTTPException(422, detail=[{"loc": loc, "msg": f"unknown Greek {unknown[0]!r}; "
+                                          f"valid: {', '.join(gp.GREEKS)}"}])
+    if "dividend_rho" in greeks and model != "bsm":
+        raise HTTPException(422, detail=[{"loc": loc,
+                                          "msg": "dividend_rho is defined for model 'bsm' only"}])
+    return greeks
+
+
+async def _submit(request: Request, model: str, greeks: tuple[str, ...], cols: dict[str, Any],
+                  n: int, deadline_header: int | None) -> dict[str, Any]:
+    """Through the micro-batcher; 503 when its queue is full, 504 past the deadline."""
+    deadline_ms = deadline_header or get_service_settings().default_deadline_ms
+    try:
+        out: dict[str, Any] = await request.app.state.batcher.submit(
+            model=model, greeks=greeks, columns=cols, n=n, timeout_s=deadline_ms / 1000)
+    except QueueFull:
+        raise HTTPException(503, detail="queue full, retry later",
+                            headers={"Retry-After": "1"}) from None
+    except DeadlineExceeded:
+        raise HTTPException(504, detail=f"not priced within {deadline_ms} ms") from None
+    return out
+
+
 def _columns(body: PriceRequest) -> dict[str, Any]:
     """The request's rows as gpu_pricer.price keyword columns (422 naming the
     first row that gives the wrong underlying for the model)."""
@@ -212,7 +252,8 @@ def _columns(body: PriceRequest) -> dict[str, Any]:
     return cols
 
 
-@app.post("/v1/price", response_model=PriceResponse, dependencies=[Depends(authenticate)])
+@app.post("/v1/price", response_model=PriceResponse, dependencies=[Depends(authenticate)],
+          openapi_extra=ARROW_BODY)
 async def price(
     body: PriceRequest,
     request: Request,
@@ -227,23 +268,9 @@ async def price(
     backend = _backend_in_use()
     if not body.options:
         return {"model": body.model, "backend": backend, "results": []}
-    greeks = tuple(gp.GREEKS if body.greeks == "all" else dict.fromkeys(body.greeks))
-    if body.greeks == "all" and body.model != "bsm":
-        greeks = tuple(g for g in greeks if g != "dividend_rho")
-    if "dividend_rho" in greeks and body.model != "bsm":
-        raise HTTPException(422, detail=[{"loc": ["body", "greeks"],
-                                          "msg": "dividend_rho is defined for model 'bsm' only"}])
+    greeks = _greeks(body.model, body.greeks, ["body", "greeks"])
     cols = _columns(body)
-    deadline_ms = x_deadline_ms or settings.default_deadline_ms
-    try:
-        out = await request.app.state.batcher.submit(
-            model=body.model, greeks=greeks, columns=cols, n=len(body.options),
-            timeout_s=deadline_ms / 1000)
-    except QueueFull:
-        raise HTTPException(503, detail="queue full, retry later",
-                            headers={"Retry-After": "1"}) from None
-    except DeadlineExceeded:
-        raise HTTPException(504, detail=f"not priced within {deadline_ms} ms") from None
+    out = await _submit(request, body.model, greeks, cols, len(body.options), x_deadline_ms)
     err = out["error"]
     if body.strict and err.any():
         bad = np.flatnonzero(err)
@@ -264,3 +291,37 @@ async def price(
         row["error"] = {"code": code, "reason": gp.ERRORS[code]} if code else None
         results.append(row)
     return {"model": body.model, "backend": backend, "results": results}
+
+
+@app.post(ARROW_ROUTE, include_in_schema=False, dependencies=[Depends(authenticate)])
+async def price_arrow(
+    request: Request,
+    model: str = "bsm",
+    greeks: str = "",
+    x_deadline_ms: int | None = Header(None, gt=0),
+) -> Response:
+    """The Arrow form of POST /v1/price (routed here by content type)."""
+    if model not in gp.MODELS:
+        raise HTTPException(422, detail=[{"loc": ["query", "model"],
+                                          "msg": f"model must be one of {list(gp.MODELS)}"}])
+    names = _greeks(model, "all" if greeks == "all" else [g for g in greeks.split(",") if g],
+                    ["query", "greeks"])
+    body = await request.body()
+    try:
+        table = arrow_io.read_table(body)
+        limit = get_service_settings().max_arrow_rows
+        if table.num_rows > limit:
+            raise HTTPException(413, detail=f"at most {limit} rows per Arrow request")
+        cols = arrow_io.columns(table, model)
+    except arrow_io.ArrowBodyError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from None
+    del body
+    ids = table.column("id") if "id" in table.column_names else None
+    n = table.num_rows
+    if n == 0:
+        out: dict[str, Any] = {k: np.empty(0) for k in ("price", *names)}
+        out["error"] = np.empty(0, dtype=np.int8)
+    else:
+        out = await _submit(request, model, names, cols, n, x_deadline_ms)
+    payload = await anyio.to_thread.run_sync(arrow_io.write_table, out, ["price", *names], ids)
+    return Response(payload, media_type=arrow_io.ARROW_STREAM)

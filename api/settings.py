@@ -31,6 +31,9 @@ class ServiceSettings(PricerSettings):
     max_body_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="Largest request body in bytes (413 above)."
     )
+    max_arrow_rows: int = Field(
+        10_000_000, gt=0, description="Most rows in one Arrow request (413 above)."
+    )
     max_options_per_request: int = Field(
         100_000, gt=0, description="Most options one JSON request may carry (413 above)."
     )

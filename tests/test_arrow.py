@@ -1,0 +1,113 @@
+"""The Arrow IPC form of POST /v1/price."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from fastapi.testclient import TestClient
+
+import gpu_pricer as gp
+from api.settings import get_service_settings
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    from api.main import app
+
+    get_service_settings.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPU_PRICER_WARMUP", "false")
+        with TestClient(app) as c:
+            yield c
+    get_service_settings.cache_clear()
+
+
+def _stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table, max_chunksize=700)  # several record batches
+    return bytes(sink.getvalue())
+
+
+def _read(content: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(content)).read_all()
+
+
+def test_arrow_round_trip_in_order_with_ids_and_bad_rows(client: TestClient) -> None:
+    n = 200_000
+    rng = np.random.default_rng(5)
+    types = rng.choice(np.array(["call", "PUT", "c", "p", "bogus"]), n)
+    sigma = rng.uniform(0.1, 0.5, n)
+    sigma[::1000] = -1.0
+    spot = pa.array(rng.uniform(50, 150, n), mask=np.arange(n) % 5000 == 3)  # nulls
+    table = pa.table({
+        "id": pa.array([f"pos-{i}" for i in range(n)]),
+        "option_type": pa.array(types),
+        "spot": spot,
+        "strike": rng.uniform(50, 150, n),
+        "t": rng.uniform(0.1, 2, n),
+        "sigma": sigma,
+        "r": np.full(n, 0.02),
+    })
+    r = client.post("/v1/price?greeks=delta,vega", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["content-type"] == ARROW
+    res = _read(r.content)
+    assert res.column_names == ["id", "price", "delta", "vega", "error"]
+    assert res.column("id").to_pylist()[:3] == ["pos-0", "pos-1", "pos-2"]
+    spot_np = spot.to_numpy(zero_copy_only=False)
+    ref = gp.price(option_type=np.where(types == "bogus", "x", types), spot=spot_np,
+                   strike=table.column("strike").to_numpy(), t=table.column("t").to_numpy(),
+                   sigma=sigma, r=0.02, greeks=["delta", "vega"], backend="numba")
+    for name in ("price", "delta", "vega", "error"):
+        np.testing.assert_array_equal(res.column(name).to_numpy(), ref[name])
+    err = res.column("error").to_numpy()
+    assert (err[types == "bogus"] == gp.ErrorCode.INVALID_OPTION_TYPE).all()
+    null_spot = (np.arange(n) % 5000 == 3) & (types != "bogus")
+    assert (err[null_spot] == gp.ErrorCode.NON_FINITE_INPUT).all()  # a null is a row error
+    assert (err == 0).sum() > 0.7 * n
+
+
+def test_arrow_errors_name_the_column(client: TestClient) -> None:
+    table = pa.table({"option_type": ["call"], "spot": [100.0], "t": [1.0], "sigma": [0.2]})
+    r = client.post("/v1/price", content=_stream(table), headers={"Content-Type": ARROW})
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"loc": ["body", "strike"], "msg": "column missing"}]
+    table = pa.table({"option_type": ["call"], "spot": ["100"], "strike": [1.0], "t": [1.0],
+                      "sigma": [0.2]})
+    r = client.post("/v1/price", content=_stream(table), headers={"Content-Type": ARROW})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "spot"]
+    r = client.post("/v1/price?greeks=gamma,rhoo", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 422 and "rhoo" in r.text
+    r = client.post("/v1/price", content=b"\x00garbage\xff" * 10,
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 400 and "not an Arrow IPC stream" in r.text
+    assert "Traceback" not in r.text
+
+
+def test_arrow_forward_model_and_empty_table(client: TestClient) -> None:
+    table = pa.table({"option_type": pa.array([True, False]), "forward": [0.01, -0.005],
+                      "strike": [0.0, 0.0], "t": [1.0, 1.0], "sigma": [0.01, 0.01]})
+    r = client.post("/v1/price?model=bachelier&greeks=all", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 200
+    res = _read(r.content)
+    assert "dividend_rho" not in res.column_names
+    assert (res.column("price").to_numpy() > 0).all()
+    empty = pa.table({"option_type": pa.array([], pa.string()), "spot": pa.array([], pa.float64()),
+                      "strike": pa.array([], pa.float64()), "t": pa.array([], pa.float64()),
+                      "sigma": pa.array([], pa.float64())})
+    r = client.post("/v1/price", content=_stream(empty), headers={"Content-Type": ARROW})
+    assert r.status_code == 200 and _read(r.content).num_rows == 0
+
+
+def test_openapi_documents_both_bodies(client: TestClient) -> None:
+    op = client.get("/openapi.json").json()["paths"]["/v1/price"]["post"]
+    assert set(op["requestBody"]["content"]) == {"application/json", ARROW}
