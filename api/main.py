@@ -28,6 +28,7 @@ from gpu_pricer import dispatch
 
 from . import arrow_io, metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .ratelimit import RateLimiter, enforce
 from .schemas import PriceRequest, PriceResponse
 from .security import authenticate, load_hashes
 from .settings import get_service_settings
@@ -48,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_service_settings()
     app.state.ready = False
     app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
     if settings.warmup:
         await anyio.to_thread.run_sync(_warm_up)
     app.state.batcher = MicroBatcher(
@@ -108,6 +110,8 @@ async def _count(request: Request, call_next: Any) -> Any:
 
 
 JSON = "application/json"
+#: Every /v1 route: the API key first, then the caller's rate limit.
+GUARDS = [Depends(authenticate), Depends(enforce)]
 ARROW_ROUTE = "/v1/price/arrow-stream"
 ARROW_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
     "type": "string", "format": "binary",
@@ -172,7 +176,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-@app.get("/v1/info", dependencies=[Depends(authenticate)])
+@app.get("/v1/info", dependencies=GUARDS)
 async def info() -> dict[str, Any]:
     """Backend in use and why, every backend's status, versions."""
     status = gp.backends()
@@ -252,7 +256,7 @@ def _columns(body: PriceRequest) -> dict[str, Any]:
     return cols
 
 
-@app.post("/v1/price", response_model=PriceResponse, dependencies=[Depends(authenticate)],
+@app.post("/v1/price", response_model=PriceResponse, dependencies=GUARDS,
           openapi_extra=ARROW_BODY)
 async def price(
     body: PriceRequest,
@@ -293,7 +297,7 @@ async def price(
     return {"model": body.model, "backend": backend, "results": results}
 
 
-@app.post(ARROW_ROUTE, include_in_schema=False, dependencies=[Depends(authenticate)])
+@app.post(ARROW_ROUTE, include_in_schema=False, dependencies=GUARDS)
 async def price_arrow(
     request: Request,
     model: str = "bsm",

@@ -25,6 +25,14 @@ class ServiceSettings(PricerSettings):
     allow_open: bool = Field(
         False, description="Allow listening beyond loopback without API keys."
     )
+    rate_limit: str = Field(
+        "", description="Limits per API key (or client address), e.g. '100/second;5000/minute'; "
+        "empty: none."
+    )
+    rate_limit_storage_url: str = Field(
+        "memory://", description="Where limits are counted: memory:// (this process) or "
+        "redis://host:port (shared by replicas)."
+    )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS; empty: CORS closed."
     )
