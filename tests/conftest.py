@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -48,3 +50,22 @@ def model_kwargs(model: str, book: dict[str, np.ndarray]) -> dict[str, Any]:
         kw.update(forward=book["spot"] / 1000 - 0.05, strike=book["strike"] / 1000 - 0.05,
                   sigma=book["sigma"] / 100)
     return kw
+
+
+@contextmanager
+def service(**env: str) -> Iterator[Any]:
+    """A TestClient of the service with GPU_PRICER_* settings from `env`; kernels
+    compile on first use, so the full warm-up is skipped to keep tests fast."""
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+    from api.settings import get_service_settings
+
+    get_service_settings.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPU_PRICER_WARMUP", "false")
+        for key, value in env.items():
+            mp.setenv(f"GPU_PRICER_{key.upper()}", value)
+        with TestClient(app) as client:
+            yield client
+    get_service_settings.cache_clear()

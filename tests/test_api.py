@@ -8,21 +8,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gpu_pricer as gp
-from api.main import app
 from api.settings import get_service_settings
+
+from .conftest import service
 
 JSON_TYPE = "application/json"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    # kernels compile on first use anyway; skipping the full warm-up keeps the test fast
-    get_service_settings.cache_clear()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPU_PRICER_WARMUP", "false")
-        with TestClient(app) as c:
-            yield c
-    get_service_settings.cache_clear()
+    with service() as c:
+        yield c
 
 
 def test_health_ready_info(client: TestClient) -> None:

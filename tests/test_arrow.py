@@ -10,21 +10,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gpu_pricer as gp
-from api.settings import get_service_settings
+
+from .conftest import service
 
 ARROW = "application/vnd.apache.arrow.stream"
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    from api.main import app
-
-    get_service_settings.cache_clear()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPU_PRICER_WARMUP", "false")
-        with TestClient(app) as c:
-            yield c
-    get_service_settings.cache_clear()
+    with service() as c:
+        yield c
 
 
 def _stream(table: pa.Table) -> bytes:

@@ -10,28 +10,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
 
 from api.ratelimit import RateLimiter
-from api.settings import get_service_settings
+
+from .conftest import service
 
 BODY = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}]}
 
 
 def test_over_the_limit_gets_429_with_retry_after() -> None:
-    from api.main import app
-
-    get_service_settings.cache_clear()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPU_PRICER_WARMUP", "false")
-        mp.setenv("GPU_PRICER_RATE_LIMIT", "3/minute")
-        with TestClient(app) as c:
-            codes = [c.post("/v1/price", json=BODY).status_code for _ in range(4)]
-            assert codes == [200, 200, 200, 429]
-            r = c.post("/v1/price", json=BODY)
-            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
-            assert c.get("/healthz").status_code == 200  # probes are not limited
-    get_service_settings.cache_clear()
+    with service(rate_limit="3/minute") as c:
+        codes = [c.post("/v1/price", json=BODY).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.post("/v1/price", json=BODY)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert c.get("/healthz").status_code == 200  # probes are not limited
 
 
 @pytest.fixture

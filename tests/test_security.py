@@ -15,22 +15,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.security import hash_key, load_hashes, match, parse_hashes
-from api.settings import get_service_settings
+
+from .conftest import service
 
 BODY = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}]}
 
 
 @pytest.fixture
 def keyed_client() -> Iterator[TestClient]:
-    from api.main import app
-
-    get_service_settings.cache_clear()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPU_PRICER_WARMUP", "false")
-        mp.setenv("GPU_PRICER_API_KEY_HASHES", f"desk-7:{hash_key('s3cret-key')}")
-        with TestClient(app) as c:
-            yield c
-    get_service_settings.cache_clear()
+    with service(api_key_hashes=f"desk-7:{hash_key('s3cret-key')}") as c:
+        yield c
 
 
 def test_keys_are_required_and_checked(keyed_client: TestClient,
