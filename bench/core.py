@@ -592,11 +592,15 @@ def _fmt_load(load: float | None) -> str:
     return "unknown" if load is None else f"{load:.2f}"
 
 
-def write_report(report: dict[str, Any], out_dir: Path, tiny: bool) -> tuple[Path, Path]:
-    """Write the JSON and the Markdown beside it; returns their paths."""
+def write_report(report: dict[str, Any], out_dir: Path, tiny: bool,
+                 size: int = DEFAULT_SIZE) -> tuple[Path, Path]:
+    """Write the JSON and the Markdown beside it; returns their paths.  A run at
+    another size than the default gets its own files (n<size>), so a quick run
+    never overwrites the full one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     host = report["machine"]["hostname"].replace(os.sep, "_")
-    stem = f"{dt.date.today().isoformat()}-{host}-core{'-tiny' if tiny else ''}"
+    label = "-tiny" if tiny else ("" if size == DEFAULT_SIZE else f"-n{size}")
+    stem = f"{dt.date.today().isoformat()}-{host}-core{label}"
     json_path = out_dir / f"{stem}.json"
     md_path = out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -641,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     report = {"command": " ".join(["python -m bench.core", *argv]),
               **run(args.size, args.repeat, args.quantlib_sample, log, args.tiny)}
-    json_path, md_path = write_report(report, args.out, args.tiny)
+    json_path, md_path = write_report(report, args.out, args.tiny, args.size)
     print(summary(report))
     print(f"Written: {json_path}\n         {md_path}")
     report["files"] = {"json": str(json_path), "md": str(md_path)}
