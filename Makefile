@@ -45,10 +45,12 @@ test-cudasim: $(STAMP)
 ## bench: the full benchmark suite; bench-quick: the same code at small sizes
 bench: $(STAMP)
 	$(BIN)/python -m bench.core --size 1000000 --repeat 15
+	$(BIN)/python -m bench.kernels
 	$(BIN)/python -m bench.accuracy
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.core --size 200000 --repeat 5
+	$(BIN)/python -m bench.kernels --max-size 1000000 --repeat 3
 	$(BIN)/python -m bench.accuracy --size 200000
 
 clean:
