@@ -28,10 +28,11 @@ serve: $(VENV)/.installed
 		echo "api/main.py missing"; exit 1; \
 	fi
 
-## lint: ruff and mypy
+## lint: ruff, mypy, and hadolint on the Dockerfiles
 lint: $(STAMP)
 	$(BIN)/ruff check gpu_pricer api tests bench tools
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile.cuda Dockerfile.cpu
 
 ## test: lint, the CPU suite, then the CUDA-simulator suite in its own process
 test: lint test-cpu test-cudasim

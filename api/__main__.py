@@ -7,6 +7,7 @@ Listening beyond loopback without API keys is refused unless
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from typing import Any
 
@@ -32,6 +33,10 @@ def log_config() -> dict[str, Any]:
 
 
 def main() -> int:
+    # writable scratch directories named by the environment (a tmpfs in containers)
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "NUMBA_CACHE_DIR"):
+        if os.environ.get(var):
+            os.makedirs(os.environ[var], exist_ok=True)
     settings = get_service_settings()
     keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
     if not keys and not is_loopback(settings.host) and not settings.allow_open:
