@@ -45,6 +45,11 @@ REJECTED = Counter("gpu_pricer_rejected_requests_total",
 BACKEND = Info("gpu_pricer_backend", "Backend in use and the reason it was chosen.")
 
 
+#: Every metric the service exports (manifests, alerts and dashboards use these names).
+REGISTRY_METRICS = (REQUESTS, LATENCY, BATCH_OPTIONS, BATCH_REQUESTS, QUEUE_OPTIONS, QUEUE_WAIT,
+                    OPTIONS_PRICED, FALLBACKS, REJECTED)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type (all workers in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
