@@ -42,7 +42,7 @@ def test_overlay_renders_and_validates(overlay: str) -> None:
     docs = _render(overlay)
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ConfigMap", "Secret",
                                          "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                                         "NetworkPolicy"}
+                                         "NetworkPolicy", "Ingress"}
     for doc in docs:
         kubernetes_validate.validate(doc, "1.37.0", strict=True)
 
