@@ -209,11 +209,6 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return pa / e - e * pb, pa, pb, norm_pdf(h + t), e
 
     @jit
-    def black_otm(x: float, s: float) -> float:
-        """Normalised out-of-the-money Black call b(x, s) for x <= 0, s >= 0."""
-        return black_parts(-x, x / s if s > 0.0 else 0.0, s, math.exp(-0.5 * x))[0]
-
-    @jit
     def bachelier_otm(z: float) -> float:
         """z N(z) + n(z) for z <= 0, without cancellation."""
         if z >= FORWARD_H:
@@ -460,11 +455,6 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return finish(out, i, size, err)
 
     return SimpleNamespace(
-        norm_cdf=norm_cdf,
-        norm_pdf=norm_pdf,
-        rho1=rho1,
-        black_parts=black_parts,
-        black_otm=black_otm,
-        bachelier_otm=bachelier_otm,
+        rho1=rho1,  # exported for its table's test
         rows={BSM: bsm_row, BLACK76: black76_row, BACHELIER: normal_row},
     )
