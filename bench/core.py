@@ -445,6 +445,7 @@ def run(size: int, repeat: int, ql_sample: int, log: Callable[[str], None],
                      for k, v in gp.backends().items()},
         "auto_backend": chosen,
         "auto_matches_backend_bitwise": auto_bitwise,
+        "series_region_share": series_region_share(last),
         "methods": [result_dict(r, auto.rate) for r in results],
         "targets": targets(results),
     }
@@ -564,6 +565,19 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def series_region_share(book: Book) -> float:
+    """Share of the book's rows that the kernels price by the cancellation-free
+    series (short total vol, or far out of the money) rather than the textbook
+    formula: the rows that cost more than the plain loop's."""
+    from gpu_pricer.kernels import formulas
+
+    s = book["sigma"] * np.sqrt(book["t"])
+    x = np.log(book["spot"] / book["strike"]) + (book["r"] - book["q"]) * book["t"]
+    h = -np.abs(x) / s
+    series = (0.5 * s < formulas.SMALL_T) | (h + 0.5 * s < formulas.ASYMPTOTIC_D1)
+    return float(np.mean(series))
+
+
 def summary(report: dict[str, Any]) -> str:
     """Table, target ratios and the set-up, as printed and written to the .md."""
     cfg, mach, ver = report["config"], report["machine"], report["versions"]
@@ -576,7 +590,9 @@ def summary(report: dict[str, Any]) -> str:
         f"{ver['numba']} ({cfg['numba_threads']} threads), scipy {ver['scipy']}, QuantLib "
         f"{ver['QuantLib']}; load average {_fmt_load(mach['loadavg_1min_before'])} before, "
         f"{_fmt_load(mach['loadavg_1min_after'])} after.\n"
-        f"gpu_pricer auto chose: {report['auto_backend']}."
+        f"gpu_pricer auto chose: {report['auto_backend']}; "
+        f"{report['series_region_share']:.0%} of the book's rows take the kernels' "
+        "cancellation-free series."
     )
     if cfg["tiny"]:
         head += "\nSmoke run (--tiny): at this size the ratios mean nothing."

@@ -76,6 +76,7 @@ def measure(max_size: int, repeat: int,
     bandwidth = stream_triad(min(max_size * 4, 50_000_000), max(repeat, 3))
     status = gp.backends()
     rows: list[dict[str, Any]] = []
+    compiles: list[dict[str, Any]] = []
     sizes = [n for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if n <= max_size]
     for name, st in status.items():
         if not st.available or (name == "numba-cuda" and "simulator" in st.reason):
@@ -87,7 +88,12 @@ def measure(max_size: int, repeat: int,
                     continue  # the reference path: seconds per run at 1e7
                 books = [book(n, seed, dtype) for seed in (1, 2)]
                 for tier, greeks in TIERS.items():
-                    gp.price(greeks=greeks, backend=name, dtype=dtype, **books[0])  # warm-up
+                    # warm-up; the first call of a kernel includes its compilation
+                    first = _timed(lambda g=greeks, be=name, d=dtype, b=books[0]: gp.price(
+                        greeks=g, backend=be, dtype=d, **b))
+                    if n == sizes[0]:
+                        compiles.append({"backend": name, "dtype": dtype, "tier": tier,
+                                         "first_call_s": first})
                     times = [_timed(lambda b=books[i % 2], g=greeks, be=name, d=dtype: gp.price(
                         greeks=g, backend=be, dtype=d, **b)) for i in range(repeat)]
                     median = float(np.median(times))
@@ -103,6 +109,7 @@ def measure(max_size: int, repeat: int,
         "memory_bandwidth_bytes_per_s": bandwidth,
         "repeat": repeat,
         "rows": rows,
+        "first_calls": compiles,
     }
 
 
@@ -117,6 +124,11 @@ def table(report: dict[str, Any]) -> str:
             continue
         lines.append(f"| {r['backend']} | {r['dtype']} | {r['n']:,} | {r['tier']} | "
                      f"{r['options_per_s']:,.0f} | {r['fraction_of_bandwidth_bound']:.1%} |")
+    lines += ["", "First call of each kernel (bsm; includes Numba's compilation, which is "
+              "cached for the process):", "", "| backend | dtype | outputs | first call (s) |",
+              "|---|---|---|--:|"]
+    lines += [f"| {c['backend']} | {c['dtype']} | {c['tier']} | {c['first_call_s']:.1f} |"
+              for c in report.get("first_calls", [])]
     return "\n".join(lines)
 
 
