@@ -1,6 +1,6 @@
 """gpu-pricer: European options and their Greeks on the GPU or the CPU.
 
-Public names: `price`, `backends`, `ERRORS`, `ErrorCode`, `GREEKS`, `MODELS`.
+Public names: `price`, `implied_vol`, `backends`, `ERRORS`, `ErrorCode`, `GREEKS`, `MODELS`.
 """
 
 from .dispatch import BackendStatus, backends
@@ -8,6 +8,7 @@ from .errors import ERRORS, ErrorCode
 from .inputs import GREEKS as _GREEK_CODES
 from .inputs import MODELS as _MODEL_CODES
 from .pricing import price
+from .volatility import implied_vol
 
 __version__ = "0.1.0"
 
@@ -16,4 +17,5 @@ GREEKS: tuple[str, ...] = tuple(_GREEK_CODES)
 #: The models `price` accepts.
 MODELS: tuple[str, ...] = tuple(_MODEL_CODES)
 
-__all__ = ["ERRORS", "GREEKS", "MODELS", "BackendStatus", "ErrorCode", "backends", "price"]
+__all__ = ["ERRORS", "GREEKS", "MODELS", "BackendStatus", "ErrorCode", "backends", "implied_vol",
+           "price"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import reference
+from . import reference, reference_iv
 from .inputs import Request
 from .settings import get_settings
 
@@ -164,7 +164,11 @@ def run_numpy(req: Request, out: Any, err: Any, xp: Any = np) -> None:
         ins = [xp.broadcast_to(xp.asarray(_part(a, lo, hi)), (size,)) for a in
                (req.otype, *req.values)]
         vals = [a.astype(np.float64) for a in ins[1:]]
-        e, values = reference.evaluate(xp, req.model, ins[0], *vals)
+        if req.kind == "implied_vol":
+            e, vol = reference_iv.implied_vol(xp, req.model, ins[0], *vals)
+            values: tuple[Any, ...] = (vol,)
+        else:
+            e, values = reference.evaluate(xp, req.model, ins[0], *vals)
         to_host = xp is not np and isinstance(out, np.ndarray)
         err[lo:hi] = xp.asnumpy(e) if to_host else e
         for c in req.codes:
@@ -181,7 +185,8 @@ def run_numba(req: Request, out: Any, err: Any) -> None:
     from .kernels import cpu  # noqa: PLC0415
 
     und, strike, t, sigma, r, q = req.values
-    cpu.kernel(req.model, req.size)(req.otype, und, strike, t, sigma, r, q, req.steps, out, err)
+    kern = cpu.kernel(req.model, req.size, req.kind)
+    kern(req.otype, und, strike, t, sigma, r, q, req.steps, out, err)
 
 
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
@@ -189,7 +194,7 @@ def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
 
     from .kernels import cuda as kcuda  # noqa: PLC0415
 
-    kern = kcuda.kernel(req.model, req.size)
+    kern = kcuda.kernel(req.model, req.size, req.kind)
     steps = cuda.to_device(req.steps)
     tpb = kcuda.THREADS_PER_BLOCK
     if req.xp is not np:  # device input, device output: one launch

@@ -1,6 +1,7 @@
-"""Per-row error codes returned in the ``"error"`` output of `gpu_pricer.price`.
+"""Per-row error codes returned in the ``"error"`` output of `gpu_pricer.price`
+and `gpu_pricer.implied_vol` (one table; codes 8-11 are implied vol's).
 
-A row with a non-zero code is not priced: every value of that row is NaN.
+A row with a non-zero code is not priced (solved): every value of that row is NaN.
 A bad row never changes another row's result.  When several checks fail,
 the smallest code wins.
 """
@@ -23,6 +24,10 @@ class ErrorCode(IntEnum):
     NON_POSITIVE_STRIKE = _f.BAD_STRIKE
     INVALID_OPTION_TYPE = _f.BAD_TYPE
     RESULT_NOT_FINITE = _f.OVERFLOW
+    NON_POSITIVE_PRICE = _f.BAD_PRICE
+    PRICE_BELOW_INTRINSIC = _f.BELOW_INTRINSIC
+    PRICE_ABOVE_UPPER_BOUND = _f.ABOVE_BOUND
+    NO_VOLATILITY_FOUND = _f.NO_SOLUTION
 
 
 #: Code -> reason, the table quoted in README and the service's schema.
@@ -35,4 +40,12 @@ ERRORS: dict[int, str] = {
     ErrorCode.NON_POSITIVE_STRIKE: "strike <= 0 (bsm and black76)",
     ErrorCode.INVALID_OPTION_TYPE: "option_type is not call/put/c/p",
     ErrorCode.RESULT_NOT_FINITE: "the price overflows float64 (inputs too large)",
+    ErrorCode.NON_POSITIVE_PRICE: "price <= 0 (implied_vol)",
+    ErrorCode.PRICE_BELOW_INTRINSIC: "price below the discounted intrinsic value (implied_vol)",
+    ErrorCode.PRICE_ABOVE_UPPER_BOUND: (
+        "price at or above the no-arbitrage upper bound (discounted forward for a call, "
+        "discounted strike for a put; intrinsic value at t = 0): no finite volatility "
+        "(implied_vol)"
+    ),
+    ErrorCode.NO_VOLATILITY_FOUND: "the solver found no finite volatility (implied_vol)",
 }

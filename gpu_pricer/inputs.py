@@ -57,12 +57,13 @@ class Request:
     """A checked call: flat 1-d inputs (length n or 1) ready for a kernel."""
 
     model: int
+    kind: str  # "price" or "implied_vol"
     xp: ModuleType
     shape: tuple[int, ...]
     n: int
     dtype: np.dtype[Any]
     otype: Any
-    values: tuple[Any, ...]  # underlying, strike, t, sigma, r, q
+    values: tuple[Any, ...]  # underlying, strike, t, sigma (implied_vol: price), r, q
     names: tuple[str, ...]  # output names: "price", then the Greeks
     codes: np.ndarray[Any, np.dtype[np.int64]]  # value code of each name
 
@@ -173,8 +174,13 @@ def build_request(
     q: Any,
     greeks: str | Iterable[str],
     dtype: Any,
+    kind: str = "price",
 ) -> Request:
-    """Check every whole-call rule and return flat inputs for the kernels."""
+    """Check every whole-call rule and return flat inputs for the kernels.
+
+    ``kind="implied_vol"``: `sigma` holds the prices and the one output is
+    "implied_vol".
+    """
     code = model_code(model)
     if model == "bsm":
         if forward is not None:
@@ -190,11 +196,16 @@ def build_request(
         underlying, und_name = forward, "forward"
         if not (np.isscalar(q) and q == 0):
             raise ValueError(f"q applies to model 'bsm' only, not {model!r}")
-    names = ("price", *greek_names(greeks, model))
+    if kind == "implied_vol":
+        names: tuple[str, ...] = ("implied_vol",)
+        value_name = "price"
+    else:
+        names = ("price", *greek_names(greeks, model))
+        value_name = "sigma"
     if str(dtype) not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     dt = np.dtype(str(dtype))
-    raw = {und_name: underlying, "strike": strike, "t": t, "sigma": sigma, "r": r, "q": q}
+    raw = {und_name: underlying, "strike": strike, "t": t, value_name: sigma, "r": r, "q": q}
     xp = _array_module([option_type, *raw.values()])
     arrays = {name: _numeric(xp, name, v, dt) for name, v in raw.items()}
     otype = option_codes(xp, option_type)
@@ -210,6 +221,7 @@ def build_request(
     codes = np.array([f.PRICE, *(GREEKS[g] for g in names[1:])], dtype=np.int64)
     return Request(
         model=code,
+        kind=kind,
         xp=xp,
         shape=shape,
         n=n,

@@ -106,16 +106,17 @@ def price(
         greeks=greeks,
         dtype=dtype,
     )
-    out, err = _compute(req, backend)
+    out, err = compute(req, backend)
     if strict:
-        _raise_bad_rows(err)
+        raise_bad_rows(err)
     result = {name: out[code].reshape(req.shape) for name, code in
               zip(req.names, req.codes, strict=True)}
     result["error"] = err.reshape(req.shape)
     return result
 
 
-def _compute(req: Request, backend: str) -> tuple[Any, Any]:
+def compute(req: Request, backend: str) -> tuple[Any, Any]:
+    """(out, err) for a checked request on `backend`, falling back under "auto"."""
     xp = req.xp
     # one row per value code of the tier; the result's arrays are views of its rows
     if xp is np:
@@ -137,10 +138,11 @@ def _compute(req: Request, backend: str) -> tuple[Any, Any]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _raise_bad_rows(err: Any) -> None:
+def raise_bad_rows(err: Any, verb: str = "priced") -> None:
+    """ValueError naming the first rows with a non-zero code, if any."""
     host = err.get() if hasattr(err, "get") else np.asarray(err)
     bad = np.flatnonzero(host)
     if bad.size:
         first = ", ".join(f"row {i}: {ERRORS[int(host[i])]}" for i in bad[:5])
         more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
-        raise ValueError(f"{bad.size} row(s) cannot be priced: {first}{more}")
+        raise ValueError(f"{bad.size} row(s) cannot be {verb}: {first}{more}")

@@ -21,8 +21,11 @@ from .conftest import SIMULATED
 pytestmark = pytest.mark.skipif(SIMULATED, reason="compiles for a real device, not the simulator")
 
 
-@pytest.mark.parametrize("model", [0, 1, 2])
-def test_kernels_compile_to_ptx(model: int) -> None:
+@pytest.mark.parametrize(("model", "size", "kind"), [
+    (0, 14, "price"), (1, 14, "price"), (2, 14, "price"),
+    (0, 1, "implied_vol"), (1, 1, "implied_vol"), (2, 1, "implied_vol"),
+])
+def test_kernels_compile_to_ptx(model: int, size: int, kind: str) -> None:
     from numba import cuda, types
     from numba.cuda import dispatcher
 
@@ -37,7 +40,7 @@ def test_kernels_compile_to_ptx(model: int) -> None:
            types.Array(types.float64, 2, "C"), types.Array(types.int8, 1, "C"))
     fake_device = pytypes.SimpleNamespace(compute_capability=(8, 0))
     with mock.patch.object(dispatcher, "get_current_device", lambda: fake_device):
-        kernel = kcuda.kernel(model, 14)
+        kernel = kcuda.kernel(model, size, kind)
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
     assert ".visible .entry" in ptx
     assert "sm_80" in ptx

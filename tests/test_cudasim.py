@@ -64,3 +64,23 @@ def test_auto_never_picks_the_simulator() -> None:
     dispatch.reset()
     assert gp.backends()["numba-cuda"].available
     assert "numba-cuda" not in dispatch.candidates("auto", on_device=False)
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_cuda_implied_vol_agrees_with_reference(model: str) -> None:
+    book: dict[str, Any] = random_book(60, seed=5)
+    kw = model_kwargs(model, book)
+    sigma = kw.pop("sigma")
+    kw.pop("greeks")
+    p = gp.price(model=model, sigma=sigma, backend="numpy", **kw)["price"]
+    p[::13] = -1.0
+    p[5] = np.nan
+    ref = gp.implied_vol(model=model, price=p, backend="numpy", **kw)
+    sim = gp.implied_vol(model=model, price=p, backend="numba-cuda", **kw)
+    np.testing.assert_array_equal(sim["error"], ref["error"])
+    assert (ref["error"] != 0).sum() >= 5
+    ok = ref["error"] == 0
+    assert np.array_equal(np.isnan(sim["implied_vol"]), np.isnan(ref["implied_vol"]))
+    informative = ok & (ref["implied_vol"] > 0)
+    np.testing.assert_allclose(sim["implied_vol"][informative], ref["implied_vol"][informative],
+                               rtol=1e-11)

@@ -23,23 +23,28 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from . import formulas
+from . import formulas, implied
 
+_COLD = njit(cache=False, nogil=True, error_model="numpy", fastmath={"contract"})
 _F = formulas.build(
     njit(cache=False, nogil=True, inline="always", error_model="numpy", fastmath={"contract"}),
-    cold=njit(cache=False, nogil=True, error_model="numpy", fastmath={"contract"}),
+    cold=_COLD,
 )
+# The solver calls the Black function from several places: left to LLVM to
+# inline (Numba-IR inlining of all of it takes minutes to compile).
+_IV = implied.build(_COLD, _F)
 
 @cache
-def kernel(model: int, size: int) -> Callable[..., None]:
+def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
     """The compiled kernel for `model` computing value codes 0..size-1.
 
     Arguments: otype, underlying, strike, t, sigma, r, q (1-d arrays of
     length n or 1), steps (1 or 0 for each of those seven), out (size, n)
-    and err (n).
+    and err (n).  ``kind="implied_vol"``: sigma holds prices, and out[0]
+    receives the implied vols (size 1).
     """
 
-    price_row = _F.rows[model]
+    price_row = _IV.rows[model] if kind == "implied_vol" else _F.rows[model]
 
     @njit(parallel=True, nogil=True, cache=False, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,

@@ -10,19 +10,22 @@ from typing import Any
 
 from numba import cuda
 
-from . import formulas
+from . import formulas, implied
 
-_F = formulas.build(cuda.jit(device=True, inline="always"), cold=cuda.jit(device=True))
+_COLD = cuda.jit(device=True)
+_F = formulas.build(cuda.jit(device=True, inline="always"), cold=_COLD)
+# as on the CPU, the solver's functions are left to the compiler to inline
+_IV = implied.build(_COLD, _F)
 
 THREADS_PER_BLOCK = 256
 
 
 @cache
-def kernel(model: int, size: int) -> Any:
+def kernel(model: int, size: int, kind: str = "price") -> Any:
     """The CUDA kernel for `model` computing value codes 0..size-1; same
     arguments as `gpu_pricer.kernels.cpu.kernel`, launched as
-    ``kernel(model, size)[blocks, THREADS_PER_BLOCK](...)``."""
-    price_row = _F.rows[model]
+    ``kernel(model, size, kind)[blocks, THREADS_PER_BLOCK](...)``."""
+    price_row = _IV.rows[model] if kind == "implied_vol" else _F.rows[model]
 
     @cuda.jit
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,

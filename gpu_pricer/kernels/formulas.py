@@ -68,7 +68,7 @@ N_VALUES = 14
 # Model codes.
 BSM, BLACK76, BACHELIER = 0, 1, 2
 
-# Per-row error codes (mirrors gpu_pricer.errors.ErrorCode).
+# Per-row error codes (mirrors gpu_pricer.errors.ErrorCode); 8.. are implied vol's.
 OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW = (
     0,
     1,
@@ -79,6 +79,7 @@ OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW
     6,
     7,
 )
+BAD_PRICE, BELOW_INTRINSIC, ABOVE_BOUND, NO_SOLUTION = 8, 9, 10, 11
 
 
 # 1/(k+1) for the series loop (multiplications, not divisions, on the hot path).
@@ -457,4 +458,12 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     return SimpleNamespace(
         rho1=rho1,  # exported for its table's test
         rows={BSM: bsm_row, BLACK76: black76_row, BACHELIER: normal_row},
+        # the parts the implied-vol solver builds on (`kernels.implied`)
+        norm_cdf=norm_cdf,
+        norm_pdf=norm_pdf,
+        finite=finite,
+        asymptotic_difference=asymptotic_difference,
+        taylor_sums=taylor_sums,
+        gauss_small=gauss_small,
+        bachelier_otm=bachelier_otm,
     )
