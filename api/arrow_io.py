@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-NUMERIC = ("spot", "forward", "strike", "t", "sigma", "r", "q")
+NUMERIC = ("spot", "forward", "strike", "t", "sigma", "price", "r", "q")
 
 
 class ArrowBodyError(ValueError):
@@ -61,12 +61,13 @@ def _option_type(table: pa.Table) -> np.ndarray[Any, Any]:
     return np.where(is_call, "call", np.where(is_put, "put", "?"))
 
 
-def columns(table: pa.Table, model: str) -> dict[str, Any]:
-    """gpu_pricer.price keyword columns for `model` from the table."""
+def columns(table: pa.Table, model: str, value: str = "sigma") -> dict[str, Any]:
+    """Keyword columns for `model` from the table: gpu_pricer.price's with
+    value="sigma", gpu_pricer.implied_vol's with value="price"."""
     und = "spot" if model == "bsm" else "forward"
     other = "forward" if model == "bsm" else "spot"
     names = set(table.column_names)
-    required = ["option_type", und, "strike", "t", "sigma"]
+    required = ["option_type", und, "strike", "t", value]
     missing = [c for c in required if c not in names]
     if missing:
         raise ArrowBodyError([{"loc": ["body", c], "msg": "column missing"} for c in missing])
@@ -74,7 +75,7 @@ def columns(table: pa.Table, model: str) -> dict[str, Any]:
         raise ArrowBodyError([{"loc": ["body", other],
                                "msg": f"model {model!r} takes {und}, not {other}"}])
     cols: dict[str, Any] = {"option_type": _option_type(table)}
-    for name in (und, "strike", "t", "sigma", "r"):
+    for name in (und, "strike", "t", value, "r"):
         if name in names:
             cols[name] = _column(table, name)
     n = table.num_rows

@@ -1,11 +1,15 @@
 """The micro-batcher: an async front end (one future per request) over the
-pure `Scheduler`, and an executor that prices each batch with one
-`gpu_pricer.price` call in a worker thread (never on the event loop).
+pure `Scheduler`, and an executor that runs each batch as one
+`gpu_pricer.price` or one `gpu_pricer.implied_vol` call in a worker thread
+(never on the event loop).
 
-Requests of one model share a queue; a batch prices the union of its
-requests' Greeks and hands each request its own rows and Greeks back, in
-order.  A request larger than a batch is priced in slices over several
-batches.
+Requests of one kind (``"price"`` or ``"implied_vol"``) and one model share a
+queue, so a batch never mixes kinds or models; when several queues are due,
+the one whose oldest request arrived first goes first.  A price batch
+computes the union of its requests' Greeks and hands each request its own
+rows and Greeks back, in order; an implied-vol batch hands back
+``implied_vol`` and ``error``.  A request larger than a batch is computed in
+slices over several batches.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ log = logging.getLogger("gpu_pricer.api")
 
 PriceFn = Callable[..., Mapping[str, Any]]
 
+#: The kinds of work, each with a queue per model and a library function.
+KINDS = ("price", "implied_vol")
+
 
 class QueueFull(Exception):
     """The queue has no room: answer 503 with Retry-After."""
@@ -43,6 +50,7 @@ class DeadlineExceeded(Exception):
 @dataclass
 class _Job:
     key: int
+    kind: str
     model: str
     greeks: tuple[str, ...]
     columns: Mapping[str, Any]
@@ -51,6 +59,13 @@ class _Job:
     arrived: float = 0.0
     out: dict[str, Any] = field(default_factory=dict)
     done_rows: int = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The arrays this request gets back, in order."""
+        if self.kind == "implied_vol":
+            return ("implied_vol", "error")
+        return ("price", *self.greeks, "error")
 
 
 @dataclass
@@ -62,16 +77,17 @@ class BatcherStats:
 
 
 class MicroBatcher:
-    """Coalesces concurrent pricing requests into batches (see module docstring)."""
+    """Coalesces concurrent requests into batches (see module docstring);
+    `price` and `implied_vol` are the library functions batches call."""
 
     def __init__(self, *, max_batch_options: int, max_delay_s: float, max_queue_options: int,
-                 price: PriceFn = gp.price, backend: str = "auto",
-                 fallback_backend: str = "numba") -> None:
-        self._price = price
+                 price: PriceFn = gp.price, implied_vol: PriceFn = gp.implied_vol,
+                 backend: str = "auto", fallback_backend: str = "numba") -> None:
+        self._functions = {"price": price, "implied_vol": implied_vol}
         self._backend = backend
         self._fallback = fallback_backend
         self._settings = (max_batch_options, max_delay_s, max_queue_options)
-        self._queues: dict[str, Scheduler] = {}
+        self._queues: dict[tuple[str, str], Scheduler] = {}  # by (kind, model)
         self._jobs: dict[int, _Job] = {}
         self._keys = itertools.count()
         self._wake = asyncio.Event()
@@ -100,19 +116,27 @@ class MicroBatcher:
     def queued_options(self) -> int:
         return sum(q.queued_options for q in self._queues.values())
 
-    async def submit(self, *, model: str, greeks: tuple[str, ...], columns: Mapping[str, Any],
-                     n: int, timeout_s: float) -> dict[str, Any]:
-        """Price `n` rows of `columns` (gpu_pricer.price keywords); returns the
-        outputs in row order.  Raises QueueFull or DeadlineExceeded."""
+    async def submit(self, *, model: str, greeks: tuple[str, ...] = (),
+                     columns: Mapping[str, Any], n: int, timeout_s: float,
+                     kind: str = "price") -> dict[str, Any]:
+        """Compute `n` rows of `columns`: gpu_pricer.price keywords for kind
+        "price", gpu_pricer.implied_vol keywords (no Greeks) for kind
+        "implied_vol".  Returns the outputs in row order.  Raises QueueFull or
+        DeadlineExceeded; ValueError for an unknown kind or Greeks with
+        implied vol."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        if kind == "implied_vol" and greeks:
+            raise ValueError("implied_vol takes no Greeks")
         if self._closing:
             raise QueueFull("shutting down")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         key = next(self._keys)
-        job = _Job(key, model, greeks, columns, n, loop.create_future(), arrived=now)
-        queue = self._queues.get(model)
+        job = _Job(key, kind, model, greeks, columns, n, loop.create_future(), arrived=now)
+        queue = self._queues.get((kind, model))
         if queue is None:
-            queue = self._queues[model] = Scheduler(*self._settings)
+            queue = self._queues[kind, model] = Scheduler(*self._settings)
         if queue.offer(key, n, now, now + timeout_s) is Admission.QUEUE_FULL:
             metrics.REJECTED.labels("queue_full").inc()
             raise QueueFull(f"{queue.queued_options} options queued")
@@ -122,8 +146,9 @@ class MicroBatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
         except TimeoutError:
+            job.future.cancel()  # nobody waits for it now: it ends cancelled, not failed
             metrics.REJECTED.labels("deadline").inc()
-            raise DeadlineExceeded(f"not priced within {timeout_s:.3f} s") from None
+            raise DeadlineExceeded(f"not answered within {timeout_s:.3f} s") from None
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -135,14 +160,16 @@ class MicroBatcher:
                     job = self._jobs.pop(key)
                     if not job.future.done():
                         job.future.set_exception(DeadlineExceeded("expired in the queue"))
-            due = [(q, w) for q in self._queues.values() if (w := q.due_in(now)) is not None]
+            due = [(q, w, q.oldest_arrival or 0.0) for q in self._queues.values()
+                   if (w := q.due_in(now)) is not None]
             if not due:
                 if self._closing:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            queue, wait = min(due, key=lambda qw: qw[1])
+            # the soonest due; among those due now, the oldest (no queue starves another)
+            queue, wait, _ = min(due, key=lambda qwa: (qwa[1], qwa[2]))
             if wait > 0 and not self._closing:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -154,7 +181,6 @@ class MicroBatcher:
 
     async def _execute(self, batch: Batch) -> None:
         jobs = [self._jobs[s.key] for s in batch.slices]
-        model = jobs[0].model
         started = time.monotonic()
         metrics.QUEUE_OPTIONS.set(self.queued_options)
         for s, job in zip(batch.slices, jobs, strict=True):
@@ -163,14 +189,14 @@ class MicroBatcher:
         names = [g for g in gp.GREEKS if any(g in j.greeks for j in jobs)]
         result: Mapping[str, Any] | None
         try:
-            result = await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model, names,
+            result = await anyio.to_thread.run_sync(self._run_batch, batch, jobs, names,
                                                     self._backend)
         except Exception as exc:
-            result = await self._fall_back(exc, batch, jobs, model, names)
+            result = await self._fall_back(exc, batch, jobs, names)
         if result is not None:
             self._deliver(batch, jobs, result)
 
-    async def _fall_back(self, exc: Exception, batch: Batch, jobs: list[_Job], model: str,
+    async def _fall_back(self, exc: Exception, batch: Batch, jobs: list[_Job],
                          names: list[str]) -> Mapping[str, Any] | None:
         """A batch failed on the device: retry it on the CPU and stay there.  If
         it fails there too (or was already there), fail its requests."""
@@ -182,8 +208,8 @@ class MicroBatcher:
             metrics.FALLBACKS.inc()
             metrics.BACKEND.info({"backend": self._backend, "reason": "device fault"})
             try:
-                return await anyio.to_thread.run_sync(self._price_batch, batch, jobs, model,
-                                                      names, self._backend)
+                return await anyio.to_thread.run_sync(self._run_batch, batch, jobs, names,
+                                                      self._backend)
             except Exception as again:
                 exc = again
         # a fault on the CPU too: fail these requests only
@@ -200,9 +226,9 @@ class MicroBatcher:
         self.stats.requests_per_batch.append(len(batch.slices))
         metrics.BATCH_OPTIONS.observe(batch.size)
         metrics.BATCH_REQUESTS.observe(len(batch.slices))
-        metrics.OPTIONS_PRICED.labels(self._backend, jobs[0].model).inc(batch.size)
+        metrics.OPTIONS_PRICED.labels(self._backend, jobs[0].model, jobs[0].kind).inc(batch.size)
         for s, job in zip(batch.slices, jobs, strict=True):
-            for name in ("price", *job.greeks, "error"):
+            for name in job.outputs:
                 if name not in job.out:
                     job.out[name] = np.empty(job.n, dtype=result[name].dtype)
                 job.out[name][s.start:s.stop] = result[name][s.offset:s.offset + s.size]
@@ -212,8 +238,10 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_result(job.out)
 
-    def _price_batch(self, batch: Batch, jobs: list[_Job], model: str, names: list[str],
-                     backend: str) -> Mapping[str, Any]:
+    def _run_batch(self, batch: Batch, jobs: list[_Job], names: list[str],
+                   backend: str) -> Mapping[str, Any]:
+        """One library call for the whole batch (every job has its kind and model)."""
+        kind, model = jobs[0].kind, jobs[0].model
         keys = jobs[0].columns.keys()
         if len(batch.slices) == 1:  # one request: views, no copy
             s = batch.slices[0]
@@ -222,4 +250,6 @@ class MicroBatcher:
             cols = {k: np.concatenate([j.columns[k][s.start:s.stop]
                                        for s, j in zip(batch.slices, jobs, strict=True)])
                     for k in keys}
-        return self._price(model=model, greeks=names, backend=backend, **cols)
+        if kind == "implied_vol":
+            return self._functions[kind](model=model, backend=backend, **cols)
+        return self._functions[kind](model=model, greeks=names, backend=backend, **cols)

@@ -1,9 +1,11 @@
 """FastAPI app: ``uvicorn api.main:app``.
 
-JSON pricing through the micro-batcher (`api.batcher`: concurrent requests
-coalesced into one kernel call per batch, priced in a worker thread, never
-on the event loop), health, readiness after warm-up, and backend info.
-Arrow bodies, implied vol, security and metrics are still to come.
+Pricing (POST /v1/price) and implied vol (POST /v1/implied-vol), each with a
+JSON body or an Arrow IPC stream, through the micro-batcher (`api.batcher`:
+concurrent requests of one kind and model coalesced into one kernel call per
+batch, computed in a worker thread, never on the event loop); health,
+readiness after warm-up, backend info and Prometheus metrics, behind API
+keys and rate limits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gpu_pricer import dispatch
 from . import arrow_io, metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .ratelimit import RateLimiter, enforce
-from .schemas import PriceRequest, PriceResponse
+from .schemas import ImpliedVolRequest, ImpliedVolResponse, PriceRequest, PriceResponse
 from .security import authenticate, load_hashes
 from .settings import get_service_settings
 
@@ -37,11 +39,15 @@ log = logging.getLogger("gpu_pricer.api")
 
 
 def _warm_up() -> None:
-    for model, kw in (("bsm", {"spot": 100.0}), ("black76", {"forward": 100.0}),
-                      ("bachelier", {"forward": 100.0})):
+    """Compile every model's price kernels (no Greeks, one, all) and its
+    implied-vol kernel before the service reports ready."""
+    underlyings: dict[str, dict[str, Any]] = {
+        "bsm": {"spot": 100.0}, "black76": {"forward": 100.0}, "bachelier": {"forward": 100.0}}
+    for model, kw in underlyings.items():
         for greeks in ((), ("delta",), "all"):
             gp.price(model=model, option_type="call", strike=100.0, t=1.0, sigma=0.2,
-                     greeks=greeks, **kw)  # type: ignore[arg-type]
+                     greeks=greeks, **kw)
+        gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0, **kw)
 
 
 @asynccontextmanager
@@ -113,26 +119,38 @@ JSON = "application/json"
 #: Every /v1 route: the API key first, then the caller's rate limit.
 GUARDS = [Depends(authenticate), Depends(enforce)]
 ARROW_ROUTE = "/v1/price/arrow-stream"
+IV_ARROW_ROUTE = "/v1/implied-vol/arrow-stream"
+#: Arrow bodies posted to a public route go to its hidden Arrow handler.
+ARROW_ROUTES = {"/v1/price": ARROW_ROUTE, "/v1/implied-vol": IV_ARROW_ROUTE}
 ARROW_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
     "type": "string", "format": "binary",
     "description": "Arrow IPC stream; columns are the library's keywords (option_type, "
     "spot or forward, strike, t, sigma, r, q, optional id; units as in OptionIn). model and "
     "greeks come as query parameters; the answer is an Arrow IPC stream of price, the Greeks, "
     "error (and id) in row order."}}}}}
+IV_ARROW_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
+    "type": "string", "format": "binary",
+    "description": "Arrow IPC stream; columns are gpu_pricer.implied_vol's keywords "
+    "(option_type, spot or forward, strike, t, price, r, q, optional id; units as in "
+    "ImpliedVolOptionIn: price is the present value in the underlying's price units). model "
+    "comes as a query parameter; the answer is an Arrow IPC stream of implied_vol (per "
+    "sqrt(year): lognormal for bsm and black76, absolute (normal) for bachelier), error "
+    "(and id) in row order."}}}}}
 
 
 @app.middleware("http")
 async def _limit_body(request: Request, call_next: Any) -> Any:
     """415 for a body that is neither JSON nor an Arrow stream; 413 for one over
     max_body_bytes, by its Content-Length or, when it has none, by counting
-    what arrives.  Arrow bodies to /v1/price go to its Arrow handler."""
+    what arrives.  Arrow bodies to /v1/price and /v1/implied-vol go to their
+    Arrow handlers."""
     if request.method == "POST":
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in (JSON, arrow_io.ARROW_STREAM):
             return JSONResponse({"detail": f"unsupported content type {ctype or 'none'!r}; "
                                  f"use {JSON} or {arrow_io.ARROW_STREAM}"}, status_code=415)
-        if ctype == arrow_io.ARROW_STREAM and request.url.path == "/v1/price":
-            request.scope["path"] = ARROW_ROUTE
+        if ctype == arrow_io.ARROW_STREAM and request.url.path in ARROW_ROUTES:
+            request.scope["path"] = ARROW_ROUTES[request.url.path]
         limit = get_service_settings().max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -210,23 +228,26 @@ def _greeks(model: str, requested: Any, loc: list[str]) -> tuple[str, ...]:
 
 
 async def _submit(request: Request, model: str, greeks: tuple[str, ...], cols: dict[str, Any],
-                  n: int, deadline_header: int | None) -> dict[str, Any]:
+                  n: int, deadline_header: int | None, kind: str = "price") -> dict[str, Any]:
     """Through the micro-batcher; 503 when its queue is full, 504 past the deadline."""
     deadline_ms = deadline_header or get_service_settings().default_deadline_ms
     try:
         out: dict[str, Any] = await request.app.state.batcher.submit(
-            model=model, greeks=greeks, columns=cols, n=n, timeout_s=deadline_ms / 1000)
+            kind=kind, model=model, greeks=greeks, columns=cols, n=n,
+            timeout_s=deadline_ms / 1000)
     except QueueFull:
         raise HTTPException(503, detail="queue full, retry later",
                             headers={"Retry-After": "1"}) from None
     except DeadlineExceeded:
-        raise HTTPException(504, detail=f"not priced within {deadline_ms} ms") from None
+        what = "solved" if kind == "implied_vol" else "priced"
+        raise HTTPException(504, detail=f"not {what} within {deadline_ms} ms") from None
     return out
 
 
-def _columns(body: PriceRequest) -> dict[str, Any]:
-    """The request's rows as gpu_pricer.price keyword columns (422 naming the
-    first row that gives the wrong underlying for the model)."""
+def _columns(body: PriceRequest | ImpliedVolRequest, value: str) -> dict[str, Any]:
+    """The request's rows as keyword columns (422 naming the first row that
+    gives the wrong underlying for the model): gpu_pricer.price's with
+    value="sigma", gpu_pricer.implied_vol's with value="price"."""
     rows = body.options
     und_name = "spot" if body.model == "bsm" else "forward"
     other = "forward" if body.model == "bsm" else "spot"
@@ -248,7 +269,7 @@ def _columns(body: PriceRequest) -> dict[str, Any]:
         und_name: np.array([getattr(o, und_name) for o in rows], dtype=np.float64),
         "strike": np.array([o.strike for o in rows], dtype=np.float64),
         "t": np.array([o.t for o in rows], dtype=np.float64),
-        "sigma": np.array([o.sigma for o in rows], dtype=np.float64),
+        value: np.array([getattr(o, value) for o in rows], dtype=np.float64),
         "r": np.array([o.r for o in rows], dtype=np.float64),
     }
     if body.model == "bsm":
@@ -265,26 +286,60 @@ async def price(
                                        "(default: the service's default_deadline_ms)."),
 ) -> dict[str, Any]:
     """Price the options through the micro-batcher; results[i] answers options[i]."""
-    settings = get_service_settings()
-    limit = settings.max_options_per_request
-    if len(body.options) > limit:
-        raise HTTPException(413, detail=f"at most {limit} options per request")
-    backend = _backend_in_use()
+    _check_count(len(body.options))
     if not body.options:
-        return {"model": body.model, "backend": backend, "results": []}
+        return {"model": body.model, "backend": _backend_in_use(), "results": []}
     greeks = _greeks(body.model, body.greeks, ["body", "greeks"])
-    cols = _columns(body)
+    cols = _columns(body, "sigma")
     out = await _submit(request, body.model, greeks, cols, len(body.options), x_deadline_ms)
-    err = out["error"]
-    if body.strict and err.any():
+    _check_strict(body.strict, out["error"])
+    return {"model": body.model, "backend": _backend_in_use(),
+            "results": _results(body, out, ["price", *greeks])}
+
+
+@app.post("/v1/implied-vol", response_model=ImpliedVolResponse, dependencies=GUARDS,
+          openapi_extra=IV_ARROW_BODY)
+async def implied_vol(
+    body: ImpliedVolRequest,
+    request: Request,
+    x_deadline_ms: int | None = Header(None, gt=0, description="Deadline in milliseconds "
+                                       "(default: the service's default_deadline_ms)."),
+) -> dict[str, Any]:
+    """Implied volatilities of the options' prices through the micro-batcher
+    (gpu_pricer.implied_vol); results[i] answers options[i].  implied_vol is per
+    sqrt(year): lognormal for bsm and black76, absolute (normal) for bachelier."""
+    _check_count(len(body.options))
+    if not body.options:
+        return {"model": body.model, "backend": _backend_in_use(), "results": []}
+    cols = _columns(body, "price")
+    out = await _submit(request, body.model, (), cols, len(body.options), x_deadline_ms,
+                        kind="implied_vol")
+    _check_strict(body.strict, out["error"])
+    return {"model": body.model, "backend": _backend_in_use(),
+            "results": _results(body, out, ["implied_vol"])}
+
+
+def _check_count(n: int) -> None:
+    limit = get_service_settings().max_options_per_request
+    if n > limit:
+        raise HTTPException(413, detail=f"at most {limit} options per request")
+
+
+def _check_strict(strict: bool, err: np.ndarray[Any, Any]) -> None:
+    """With strict, a 422 naming the bad rows (the first 20) and why."""
+    if strict and err.any():
         bad = np.flatnonzero(err)
         raise HTTPException(422, detail=[
             {"loc": ["body", "options", int(i)], "msg": gp.ERRORS[int(err[i])]} for i in bad[:20]
         ])
-    names = ["price", *greeks]
+
+
+def _results(body: PriceRequest | ImpliedVolRequest, out: dict[str, Any],
+             names: list[str]) -> list[dict[str, Any]]:
+    """One JSON row per option: id, the `names` values, error (null when solved)."""
     # JSON has no infinity: a Greek that is infinite at its singular limit is sent as null
     columns = {k: np.where(np.isinf(out[k]), np.nan, out[k]).tolist() for k in names}
-    codes = err.tolist()
+    codes = out["error"].tolist()
     results = []
     for i, option in enumerate(body.options):
         code = codes[i]
@@ -294,7 +349,7 @@ async def price(
             row[k] = None if code or math.isnan(v) else v
         row["error"] = {"code": code, "reason": gp.ERRORS[code]} if code else None
         results.append(row)
-    return {"model": body.model, "backend": backend, "results": results}
+    return results
 
 
 @app.post(ARROW_ROUTE, include_in_schema=False, dependencies=GUARDS)
@@ -305,27 +360,50 @@ async def price_arrow(
     x_deadline_ms: int | None = Header(None, gt=0),
 ) -> Response:
     """The Arrow form of POST /v1/price (routed here by content type)."""
+    _check_model(model)
+    names = _greeks(model, "all" if greeks == "all" else [g for g in greeks.split(",") if g],
+                    ["query", "greeks"])
+    return await _arrow(request, "price", model, names, x_deadline_ms)
+
+
+@app.post(IV_ARROW_ROUTE, include_in_schema=False, dependencies=GUARDS)
+async def implied_vol_arrow(
+    request: Request,
+    model: str = "bsm",
+    x_deadline_ms: int | None = Header(None, gt=0),
+) -> Response:
+    """The Arrow form of POST /v1/implied-vol (routed here by content type)."""
+    _check_model(model)
+    return await _arrow(request, "implied_vol", model, (), x_deadline_ms)
+
+
+def _check_model(model: str) -> None:
     if model not in gp.MODELS:
         raise HTTPException(422, detail=[{"loc": ["query", "model"],
                                           "msg": f"model must be one of {list(gp.MODELS)}"}])
-    names = _greeks(model, "all" if greeks == "all" else [g for g in greeks.split(",") if g],
-                    ["query", "greeks"])
+
+
+async def _arrow(request: Request, kind: str, model: str, greeks: tuple[str, ...],
+                 deadline_header: int | None) -> Response:
+    """Read the Arrow body (numeric columns zero-copy over it), compute it
+    through the micro-batcher, answer an Arrow stream of the results."""
     body = await request.body()
     try:
         table = arrow_io.read_table(body)
         limit = get_service_settings().max_arrow_rows
         if table.num_rows > limit:
             raise HTTPException(413, detail=f"at most {limit} rows per Arrow request")
-        cols = arrow_io.columns(table, model)
+        cols = arrow_io.columns(table, model, "price" if kind == "implied_vol" else "sigma")
     except arrow_io.ArrowBodyError as exc:
         raise HTTPException(exc.status, detail=exc.detail) from None
     del body
     ids = table.column("id") if "id" in table.column_names else None
+    names = ["implied_vol"] if kind == "implied_vol" else ["price", *greeks]
     n = table.num_rows
     if n == 0:
-        out: dict[str, Any] = {k: np.empty(0) for k in ("price", *names)}
+        out: dict[str, Any] = {k: np.empty(0) for k in names}
         out["error"] = np.empty(0, dtype=np.int8)
     else:
-        out = await _submit(request, model, names, cols, n, x_deadline_ms)
-    payload = await anyio.to_thread.run_sync(arrow_io.write_table, out, ["price", *names], ids)
+        out = await _submit(request, model, greeks, cols, n, deadline_header, kind=kind)
+    payload = await anyio.to_thread.run_sync(arrow_io.write_table, out, names, ids)
     return Response(payload, media_type=arrow_io.ARROW_STREAM)

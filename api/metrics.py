@@ -36,8 +36,9 @@ QUEUE_OPTIONS = Gauge("gpu_pricer_queue_options", "Options waiting in the batche
 QUEUE_WAIT = Histogram("gpu_pricer_queue_wait_seconds",
                        "Time from a request's arrival to the start of its first batch.",
                        buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1, 10))
-OPTIONS_PRICED = Counter("gpu_pricer_options_priced_total", "Options priced, by backend and "
-                         "model.", ["backend", "model"])
+OPTIONS_PRICED = Counter("gpu_pricer_options_priced_total",
+                         "Options computed, by backend, model and kind (price: priced, "
+                         "implied_vol: implied vol solved).", ["backend", "model", "kind"])
 FALLBACKS = Counter("gpu_pricer_backend_fallbacks_total",
                     "Batches retried on the CPU after a device fault.")
 REJECTED = Counter("gpu_pricer_rejected_requests_total",

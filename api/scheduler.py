@@ -95,6 +95,12 @@ class Scheduler:
     def queued_requests(self) -> int:
         return len(self._queue)
 
+    @property
+    def oldest_arrival(self) -> float | None:
+        """When the oldest queued request arrived, or None when nothing is
+        queued: among several queues due at once, the oldest goes first."""
+        return self._queue[0].arrived if self._queue else None
+
     def offer(self, key: int, n: int, now: float, deadline: float) -> Admission:
         """Queue request `key` of `n` options (n >= 1), if it fits."""
         if n < 1:

@@ -13,8 +13,8 @@ GreekName = Literal[
 ]
 
 
-class OptionIn(BaseModel):
-    """One option; field names are gpu_pricer.price's keywords."""
+class _Contract(BaseModel):
+    """The terms of one option, shared by pricing and implied vol."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,13 +27,27 @@ class OptionIn(BaseModel):
     )
     strike: float = Field(description="Strike price, currency units.")
     t: float = Field(description="Time to expiry in years (>= 0).")
+    r: float = Field(0.0, description="Continuously compounded risk-free rate per year.")
+    q: float = Field(0.0, description="Continuous dividend yield per year (bsm only).")
+    id: str | None = Field(None, max_length=256, description="Echoed back in the result.")
+
+
+class OptionIn(_Contract):
+    """One option; field names are gpu_pricer.price's keywords."""
+
     sigma: float = Field(
         description="Volatility per sqrt(year): lognormal (0.2 = 20%) for bsm/black76, "
         "absolute in price units for bachelier (>= 0)."
     )
-    r: float = Field(0.0, description="Continuously compounded risk-free rate per year.")
-    q: float = Field(0.0, description="Continuous dividend yield per year (bsm only).")
-    id: str | None = Field(None, max_length=256, description="Echoed back in the result.")
+
+
+class ImpliedVolOptionIn(_Contract):
+    """One option and its price; field names are gpu_pricer.implied_vol's keywords."""
+
+    price: float = Field(
+        description="Option price: its present value, in the underlying's price units "
+        "(currency units), > 0."
+    )
 
 
 class PriceRequest(BaseModel):
@@ -45,6 +59,16 @@ class PriceRequest(BaseModel):
     )
     strict: bool = Field(False, description="Reject the request (422) if any row is bad.")
     options: list[OptionIn] = Field(description="The options, answered in the same order.")
+
+
+class ImpliedVolRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Model = Field("bsm", description="Model the prices are inverted under.")
+    strict: bool = Field(False, description="Reject the request (422) if any row is bad.")
+    options: list[ImpliedVolOptionIn] = Field(
+        description="The options, answered in the same order."
+    )
 
 
 class RowError(BaseModel):
@@ -69,3 +93,21 @@ class PriceResponse(BaseModel):
     model: Model
     backend: str = Field(description="Backend that priced the request.")
     results: list[PriceResult] = Field(description="results[i] answers options[i].")
+
+
+class ImpliedVolResult(BaseModel):
+    """The volatility that reprices the row's option (gpu_pricer.implied_vol)."""
+
+    id: str | None = None
+    implied_vol: float | None = Field(
+        description="Implied volatility per sqrt(year): lognormal (0.2 = 20%) for bsm and "
+        "black76, absolute (normal) in the underlying's price units for bachelier; null when "
+        "the row has an error."
+    )
+    error: RowError | None = Field(description="Why no volatility was found, or null.")
+
+
+class ImpliedVolResponse(BaseModel):
+    model: Model
+    backend: str = Field(description="Backend that solved the request.")
+    results: list[ImpliedVolResult] = Field(description="results[i] answers options[i].")

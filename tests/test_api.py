@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 import gpu_pricer as gp
 from api.settings import get_service_settings
@@ -101,7 +102,9 @@ def test_metrics_are_exported(client: TestClient) -> None:
                  "gpu_pricer_rejected_requests_total", "gpu_pricer_backend_info"):
         assert name in text, name
     assert 'endpoint="/v1/price",method="POST",status="200"' in text
-    assert 'gpu_pricer_options_priced_total{backend="numba",model="bsm"}' in text
+    priced = [s.labels for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "gpu_pricer_options_priced_total"]
+    assert {"backend": "numba", "model": "bsm", "kind": "price"} in priced
 
 
 def test_content_type_and_body_limits(client: TestClient,

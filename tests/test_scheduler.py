@@ -95,6 +95,20 @@ def test_bad_settings_are_refused() -> None:
         Scheduler(max_batch_options=1, max_delay=-1.0, max_queue_options=1)
 
 
+def test_oldest_arrival_is_the_head_of_the_queue() -> None:
+    s = Scheduler(max_batch_options=4, max_delay=0.0, max_queue_options=100)
+    assert s.oldest_arrival is None
+    s.offer(1, 6, now=1.0, deadline=FAR)
+    s.offer(2, 1, now=2.0, deadline=FAR)
+    assert s.oldest_arrival == 1.0
+    s.next_batch(3.0)  # rows 0-3 of request 1: it is still waiting, and still the oldest
+    assert s.oldest_arrival == 1.0
+    s.next_batch(3.0)
+    assert s.oldest_arrival == 2.0
+    s.next_batch(3.0)
+    assert s.oldest_arrival is None
+
+
 @settings(max_examples=200, deadline=None)
 @given(sizes=st.lists(st.integers(1, 50), min_size=1, max_size=30),
        batch=st.integers(1, 64), delay=st.sampled_from([0.0, 0.001, 0.01]))
