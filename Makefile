@@ -48,11 +48,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.core --size 1000000 --repeat 15
 	$(BIN)/python -m bench.kernels
 	$(BIN)/python -m bench.accuracy
+	$(BIN)/python -m bench.implied --repeat 7
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.core --size 200000 --repeat 5
 	$(BIN)/python -m bench.kernels --max-size 1000000 --repeat 3
 	$(BIN)/python -m bench.accuracy --size 200000
+	$(BIN)/python -m bench.implied --size 200000 --repeat 3 --sample 1000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -26,6 +26,11 @@ from hypothesis import strategies as st
 import gpu_pricer as gp
 from gpu_pricer import ErrorCode
 
+# Bound at import: py_vollib_vectorized (the bench imports it in a child
+# process only) would replace vollib's functions with its own.
+vollib_bsm = pytest.importorskip("vollib.black_scholes_merton.implied_volatility")
+vollib_implied_volatility = vollib_bsm.implied_volatility
+
 EPS = float(np.finfo(np.float64).eps)
 ULPS = 48
 #: Smallest price the tests expect to be solved (below: subnormal, digits lost).
@@ -194,7 +199,6 @@ def test_agrees_with_lets_be_rational_and_vollib(backend: str) -> None:
     """py_lets_be_rational (Jaeckel's algorithm, another implementation) on
     the normalised problem; vollib on bsm with rates, where they succeed."""
     lbr = pytest.importorskip("py_lets_be_rational")
-    vollib_iv = pytest.importorskip("vollib.black_scholes_merton.implied_volatility")
     rng = np.random.default_rng(5)
     n = 400
     f = rng.uniform(50, 150, n)
@@ -230,14 +234,18 @@ def test_agrees_with_lets_be_rational_and_vollib(backend: str) -> None:
                           backend=backend)["implied_vol"]
     vb = gp.price(option_type=call[:100], spot=s, strike=kb, t=tb, sigma=sigma[:100], r=r, q=q,
                   greeks=["vega"], backend=backend)["vega"]
-    for i in np.flatnonzero((vb * sigma[:100] / pb > 1e-3) & (pb > TINY)):
+    compared = 0
+    rows = np.flatnonzero((vb * sigma[:100] / pb > 1e-3) & (pb > TINY))
+    for i in rows:
         try:
-            v = vollib_iv.implied_volatility(float(pb[i]), s, float(kb[i]), float(tb[i]), r, q,
-                                             "c" if call[i] else "p")
+            v = vollib_implied_volatility(float(pb[i]), s, float(kb[i]), float(tb[i]), r, q,
+                                          "c" if call[i] else "p")
         except Exception:  # vollib raises for prices it cannot invert
             continue
         if v > 0 and math.isfinite(v):
             assert mine[i] == pytest.approx(v, rel=1e-8)
+            compared += 1
+    assert compared >= 0.9 * len(rows) > 0
 
 
 def test_bachelier_against_quantlib(backend: str) -> None:

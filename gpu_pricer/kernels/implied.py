@@ -211,12 +211,12 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         return -2.0 * inv_norm_cdf(fv)
 
     @jit
-    def normalised_vol(beta: float, ax: float) -> float:
-        """s = sigma sqrt(t) with b(-ax, s) = beta, for 0 < beta < e^{-ax/2}."""
-        e = math.exp(0.5 * ax)
+    def normalised_vol(beta: float, ax: float, e: float) -> float:
+        """s = sigma sqrt(t) with b(-ax, s) = beta, for 0 < beta < 1/e, e = e^{ax/2}."""
         b_max = 1.0 / e
         s_c = math.sqrt(2.0 * ax)
-        b_c = black_otm(ax, s_c, e)
+        # at s_c, x/s + s/2 = 0: one erfc (only the guess and the branch depend on it)
+        b_c = 0.5 * b_max - e * norm_cdf(-s_c)
         v_c = INV_SQRT_2PI * b_max  # b'(s_c)
         if beta < b_c:
             s_l = s_c - b_c / v_c
@@ -306,9 +306,10 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
             return math.nan, f.ABOVE_BOUND
         ax = abs(math.log(fd / kd))
         beta = tv / (math.sqrt(fd) * math.sqrt(kd))
-        if beta >= math.exp(-0.5 * ax):  # at the bound once normalised
+        e = math.exp(0.5 * ax)
+        if beta * e >= 1.0:  # at the bound once normalised
             return math.nan, f.ABOVE_BOUND
-        s = normalised_vol(beta, ax)
+        s = normalised_vol(beta, ax, e)
         sigma = s / math.sqrt(t)
         if not (finite(sigma) and sigma >= 0.0):
             return math.nan, f.NO_SOLUTION
