@@ -206,7 +206,7 @@ class MicroBatcher:
             self._backend = self._fallback
             self.stats.fallbacks += 1
             metrics.FALLBACKS.inc()
-            metrics.BACKEND.info({"backend": self._backend, "reason": "device fault"})
+            metrics.set_backend(self._backend, "device fault")
             try:
                 return await anyio.to_thread.run_sync(self._run_batch, batch, jobs, names,
                                                       self._backend)

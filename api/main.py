@@ -67,7 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.batcher.start()
     status = gp.backends()
     chosen = _backend_in_use()
-    metrics.BACKEND.info({"backend": chosen, "reason": status[chosen].reason})
+    metrics.set_backend(chosen, status[chosen].reason)
     app.state.ready = True
     log.info("ready; backend %s", _backend_in_use())
     yield

@@ -16,7 +16,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
     multiprocess,
 )
@@ -43,12 +42,23 @@ FALLBACKS = Counter("gpu_pricer_backend_fallbacks_total",
                     "Batches retried on the CPU after a device fault.")
 REJECTED = Counter("gpu_pricer_rejected_requests_total",
                    "Requests shed: queue full (503) or deadline missed (504).", ["reason"])
-BACKEND = Info("gpu_pricer_backend", "Backend in use and the reason it was chosen.")
+# A gauge rather than an Info metric: multiprocess mode drops Info metrics.
+BACKEND = Gauge("gpu_pricer_backend_info", "1 for the backend in use (label backend) and why.",
+                ["backend", "reason"], multiprocess_mode="liveall")
+_backend_labels: list[tuple[str, str]] = []
+
+
+def set_backend(backend: str, reason: str) -> None:
+    """Mark `backend` as the one in use (the previous one drops to 0)."""
+    for labels in _backend_labels:
+        BACKEND.labels(*labels).set(0)
+    _backend_labels[:] = [(backend, reason)]
+    BACKEND.labels(backend, reason).set(1)
 
 
 #: Every metric the service exports (manifests, alerts and dashboards use these names).
 REGISTRY_METRICS = (REQUESTS, LATENCY, BATCH_OPTIONS, BATCH_REQUESTS, QUEUE_OPTIONS, QUEUE_WAIT,
-                    OPTIONS_PRICED, FALLBACKS, REJECTED)
+                    OPTIONS_PRICED, FALLBACKS, REJECTED, BACKEND)
 
 
 def render() -> tuple[bytes, str]:

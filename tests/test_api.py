@@ -105,6 +105,9 @@ def test_metrics_are_exported(client: TestClient) -> None:
     priced = [s.labels for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "gpu_pricer_options_priced_total"]
     assert {"backend": "numba", "model": "bsm", "kind": "price"} in priced
+    in_use = [(s.labels["backend"], s.value) for f in text_string_to_metric_families(text)
+              for s in f.samples if s.name == "gpu_pricer_backend_info"]
+    assert ("numba", 1.0) in in_use
 
 
 def test_content_type_and_body_limits(client: TestClient,
