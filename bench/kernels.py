@@ -1,5 +1,5 @@
 """Kernel throughput: options/s per backend x N x output tier x dtype, against
-the machine's memory bandwidth.
+the machine's memory bandwidth, with implied-vol solves and the peers.
 
 Run: ``python -m bench.kernels [--max-size N] [--repeat R] [--tiny]``.  For each
 available backend (GPU backends are listed as "not measured" with the
@@ -8,8 +8,22 @@ reason), N from 1e3 up to --max-size, price only / price + first-order Greeks
 warm-up, inputs rotated between two independent books so no run reprices
 the data of the previous one.  A STREAM-style triad (a = b + s*c, Numba,
 all cores) measures the memory bandwidth; each result is also given as a
-fraction of the bandwidth-bound rate its bytes per option imply.  Writes
-bench/results/<date>-<host>-kernels.json, .md and .png.
+fraction of the bandwidth-bound rate its bytes per option imply.
+
+Also per N (float64): implied-vol solves/s per backend (tier "implied_vol"),
+and the peers on the same books: the tutorial style (NumPy +
+scipy.stats.norm, price + first-order Greeks), a QuantLib per-option loop
+and vollib's per-option implied vol (both timed on a sample of at most
+2,000 options and labelled extrapolated).
+
+GPU: where numba-cuda has a device, the host-to-device copy, the kernel and
+the device-to-host copy are timed separately with CUDA events (synchronised,
+after a warm-up), and the kernel's resident-data rate is compared with the
+device's bandwidth measured by a device triad.  Without a device these rows
+say "not measured" and why; under the CUDA simulator the code runs (the
+tests use it) but its timings mean nothing and are labelled so.
+
+Writes bench/results/<date>-<host>-kernels.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -26,9 +40,16 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
+try:  # a module global, so that the CUDA simulator can swap it inside kernels
+    from numba import cuda
+except ImportError:  # pragma: no cover - numba-cuda is in the dev extra
+    cuda = None
+
 import gpu_pricer as gp
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Options in the per-option peers' timed samples (QuantLib, vollib).
+PEER_SAMPLE = 2_000
 TIERS = {"price": [], "first-order": ["delta", "gamma", "vega", "theta", "rho"], "all": "all"}
 
 
@@ -71,8 +92,120 @@ def bytes_per_option(dtype: str, outputs: int) -> int:
     return 4 * width + 1 + outputs * width + 1  # inputs, option type, outputs, error code
 
 
+def _iv_inputs(b: dict[str, Any], backend: str = "numpy") -> dict[str, Any]:
+    """implied_vol keywords for a book: its prices (computed outside any timing)."""
+    p = gp.price(backend=backend, **b)["price"]
+    return {k: v for k, v in b.items() if k != "sigma"} | {"price": p}
+
+
+def _peer_rows(n: int, books: list[dict[str, Any]], repeat: int) -> list[dict[str, Any]]:
+    """The peers at size n (float64): tutorial, QuantLib loop, vollib implied vol."""
+    from . import core, implied
+
+    rows = []
+    full = [{**b, "r": np.full(n, b["r"]), "q": np.full(n, b["q"])} for b in books]
+    m = min(n, PEER_SAMPLE)
+    iv_books = [{**f, "price": _iv_inputs(b, "numba")["price"]} for f, b in zip(full, books,
+                                                                                  strict=True)]
+    peers = (("tutorial", "first-order", n, core.price_tutorial, full),
+             ("quantlib loop", "first-order", m, lambda b: core.price_quantlib(b, m), full),
+             ("vollib", "implied_vol", m, lambda b: implied.solve_vollib(b, m), iv_books))
+    for name, tier, count, fn, data in peers:
+        fn(data[0])
+        times = [_timed(lambda d=data[i % 2], f=fn: f(d)) for i in range(repeat)]
+        median = float(np.median(times))
+        rows.append({"backend": f"peer: {name}", "measured": True, "dtype": "float64", "n": n,
+                     "tier": tier, "median_s": median, "options_per_s": count / median,
+                     "extrapolated_from": count if count < n else None,
+                     "fraction_of_bandwidth_bound": None})
+    return rows
+
+
+def gpu_split(n: int, repeat: int) -> dict[str, Any]:
+    """Host-to-device, kernel and device-to-host times of the numba-cuda bsm
+    kernel with all outputs, by CUDA events; the device triad's bandwidth."""
+    status = gp.backends()["numba-cuda"]
+    if not status.available:
+        return {"measured": False, "reason": status.reason}
+    from gpu_pricer.inputs import build_request
+    from gpu_pricer.kernels import cuda as kcuda
+
+    simulated = "simulator" in status.reason
+    b = book(n, 3, "float64")
+    req = build_request(model="bsm", greeks="all", forward=None, dtype="float64", **b)
+    host = [np.ascontiguousarray(a) for a in (req.otype, *req.values)]
+    out = np.empty((req.size, n))
+    err = np.empty(n, dtype=np.int8)
+    kern = kcuda.kernel(req.model, req.size)
+    tpb = kcuda.THREADS_PER_BLOCK
+    blocks = max(1, min((n + tpb - 1) // tpb, 65535))
+    steps = cuda.to_device(req.steps)
+
+    def events() -> tuple[Any, Any]:
+        return cuda.event(), cuda.event()
+
+    def once() -> tuple[float, float, float]:
+        e0, e1 = events()
+        e0.record()
+        dev = [cuda.to_device(a) for a in host]
+        d_out = cuda.device_array(out.shape)
+        d_err = cuda.device_array(n, dtype=np.int8)
+        e1.record()
+        e1.synchronize()
+        k0, k1 = events()
+        k0.record()
+        kern[blocks, tpb](*dev, steps, d_out, d_err)
+        k1.record()
+        k1.synchronize()
+        c0, c1 = events()
+        c0.record()
+        d_out.copy_to_host(out)
+        d_err.copy_to_host(err)
+        c1.record()
+        c1.synchronize()
+        return (e0.elapsed_time(e1) / 1e3, k0.elapsed_time(k1) / 1e3, c0.elapsed_time(c1) / 1e3)
+
+    once()
+    h2d, kernel, d2h = (float(np.median(x)) for x in zip(*(once() for _ in range(repeat)),
+                                                        strict=True))
+    bandwidth = _device_triad(min(n * 4, 100_000_000), repeat)
+    moved = bytes_per_option("float64", 14) * n
+    return {"measured": True, "simulated": simulated, "n": n, "h2d_s": h2d, "kernel_s": kernel,
+            "d2h_s": d2h, "resident_options_per_s": n / kernel if kernel > 0 else None,
+            "device_bandwidth_bytes_per_s": bandwidth,
+            "fraction_of_device_bandwidth": (moved / kernel / bandwidth
+                                             if kernel > 0 and bandwidth else None),
+            "note": "CUDA simulator: timings meaningless" if simulated else ""}
+
+
+def _device_triad(n: int, repeat: int) -> float | None:
+    @cuda.jit
+    def triad(a: Any, b: Any, c: Any, s: float) -> None:  # pragma: no cover - device
+        i = cuda.grid(1)
+        if i < a.shape[0]:
+            a[i] = b[i] + s * c[i]
+
+    a = cuda.device_array(n)
+    b = cuda.to_device(np.ones(n))
+    c = cuda.to_device(np.full(n, 2.0))
+    blocks = (n + 255) // 256
+    triad[blocks, 256](a, b, c, 3.0)
+    best = None
+    for _ in range(repeat):
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record()
+        triad[blocks, 256](a, b, c, 3.0)
+        e1.record()
+        e1.synchronize()
+        dt_s = e0.elapsed_time(e1) / 1e3
+        if dt_s > 0 and (best is None or dt_s < best):
+            best = dt_s
+    return 24.0 * n / best if best else None
+
+
 def measure(max_size: int, repeat: int,
-            dtypes: tuple[str, ...] = ("float64", "float32")) -> dict[str, Any]:
+            dtypes: tuple[str, ...] = ("float64", "float32"), peers: bool = True,
+            gpu_n: int = 10_000_000) -> dict[str, Any]:
     bandwidth = stream_triad(min(max_size * 4, 50_000_000), max(repeat, 3))
     status = gp.backends()
     rows: list[dict[str, Any]] = []
@@ -102,6 +235,21 @@ def measure(max_size: int, repeat: int,
                     rows.append({"backend": name, "measured": True, "dtype": dtype, "n": n,
                                  "tier": tier, "median_s": median, "options_per_s": n / median,
                                  "fraction_of_bandwidth_bound": n / median / bound})
+                if dtype != "float64":
+                    continue
+                ivs = [_iv_inputs(b, name) for b in books]
+                gp.implied_vol(backend=name, **ivs[0])
+                times = [_timed(lambda b=ivs[i % 2], be=name: gp.implied_vol(backend=be, **b))
+                         for i in range(repeat)]
+                median = float(np.median(times))
+                bound = bandwidth / (5 * 8 + 1 + 8 + 1)
+                rows.append({"backend": name, "measured": True, "dtype": dtype, "n": n,
+                             "tier": "implied_vol", "median_s": median,
+                             "options_per_s": n / median,
+                             "fraction_of_bandwidth_bound": n / median / bound})
+    if peers:
+        for n in sizes:
+            rows += _peer_rows(n, [book(n, seed, "float64") for seed in (1, 2)], repeat)
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"hostname": socket.gethostname(), "processor": platform.processor(),
@@ -110,6 +258,7 @@ def measure(max_size: int, repeat: int,
         "repeat": repeat,
         "rows": rows,
         "first_calls": compiles,
+        "gpu_split": gpu_split(min(gpu_n, max_size), repeat),
     }
 
 
@@ -122,8 +271,23 @@ def table(report: dict[str, Any]) -> str:
         if not r["measured"]:
             lines.append(f"| {r['backend']} | | | | not measured: {r['reason']} | |")
             continue
+        frac = r["fraction_of_bandwidth_bound"]
+        rate = f"{r['options_per_s']:,.0f}"
+        if r.get("extrapolated_from"):
+            rate += f" (extrapolated from {r['extrapolated_from']:,})"
         lines.append(f"| {r['backend']} | {r['dtype']} | {r['n']:,} | {r['tier']} | "
-                     f"{r['options_per_s']:,.0f} | {r['fraction_of_bandwidth_bound']:.1%} |")
+                     f"{rate} | {'' if frac is None else f'{frac:.1%}'} |")
+    g = report.get("gpu_split", {})
+    lines += ["", "GPU transfers and kernel (numba-cuda, bsm, all outputs):", ""]
+    if not g.get("measured"):
+        lines.append(f"not measured: {g.get('reason', 'no GPU')}")
+    else:
+        frac = g["fraction_of_device_bandwidth"]
+        lines.append(f"N = {g['n']:,}: host-to-device {g['h2d_s'] * 1e3:.3f} ms, kernel "
+                     f"{g['kernel_s'] * 1e3:.3f} ms, device-to-host {g['d2h_s'] * 1e3:.3f} ms; "
+                     f"resident {g['resident_options_per_s'] or 0:,.0f} options/s"
+                     + ("" if frac is None else f", {frac:.1%} of the device bandwidth")
+                     + (f" ({g['note']})" if g["note"] else ""))
     lines += ["", "First call of each kernel (bsm; includes Numba's compilation, which is "
               "cached for the process):", "", "| backend | dtype | outputs | first call (s) |",
               "|---|---|---|--:|"]
@@ -141,7 +305,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     measured = [r for r in report["rows"] if r["measured"] and r["dtype"] == "float64"]
     for backend in sorted({r["backend"] for r in measured}):
-        for tier, style in zip(TIERS, ("-", "--", ":"), strict=True):
+        for tier, style in zip((*TIERS, "implied_vol"), ("-", "--", ":", "-."), strict=True):
             pts = sorted((r["n"], r["options_per_s"]) for r in measured
                          if r["backend"] == backend and r["tier"] == tier)
             if pts:
@@ -151,7 +315,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("options per call (N)")
     ax.set_ylabel("options per second")
-    ax.set_title("gpu_pricer kernel throughput, float64 (bench.kernels)")
+    ax.set_title("throughput vs N, float64: gpu_pricer backends and peers (bench.kernels)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

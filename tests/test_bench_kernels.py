@@ -11,8 +11,16 @@ def test_kernel_bench_tiny(tmp_path: Path) -> None:
     report = kernels.main(["--tiny", "--out", str(tmp_path)])
     assert report["memory_bandwidth_bytes_per_s"] > 1e8
     measured = [r for r in report["rows"] if r["measured"]]
-    assert {r["backend"] for r in measured} >= {"numpy", "numba"}
-    assert {r["tier"] for r in measured} == set(kernels.TIERS)
+    assert {r["backend"] for r in measured} >= {"numpy", "numba", "peer: tutorial",
+                                                 "peer: quantlib loop", "peer: vollib"}
+    assert {r["tier"] for r in measured} == {*kernels.TIERS, "implied_vol"}
+    assert {r["n"] for r in measured if r["backend"] == "numba" and r["tier"] == "implied_vol"
+            } == {1_000, 10_000}
+    extrapolated = [r for r in measured if r.get("extrapolated_from")]
+    assert extrapolated and all(r["backend"] in ("peer: quantlib loop", "peer: vollib")
+                                for r in extrapolated)
+    split = report["gpu_split"]  # no device here: says why, never a number
+    assert split["measured"] or split["reason"]
     assert all(r["options_per_s"] > 0 for r in measured)
     unmeasured = [r for r in report["rows"] if not r["measured"]]
     assert all(r["reason"] for r in unmeasured)  # GPU rows say why, never a number
