@@ -49,12 +49,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.kernels
 	$(BIN)/python -m bench.accuracy
 	$(BIN)/python -m bench.implied --repeat 7
+	$(BIN)/python -m bench.service
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.core --size 200000 --repeat 5
 	$(BIN)/python -m bench.kernels --max-size 1000000 --repeat 3
 	$(BIN)/python -m bench.accuracy --size 200000
 	$(BIN)/python -m bench.implied --size 200000 --repeat 3 --sample 1000
+	$(BIN)/python -m bench.service --duration 3 --warmup 1 --connections 1,64 --arrow-rows 200000 --arrow-repeat 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

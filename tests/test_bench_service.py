@@ -1,0 +1,146 @@
+"""bench/service.py: wrk's output is parsed, errors included; without wrk the
+bench says so; and at --tiny size it runs end to end against real uvicorn
+processes -- the ceiling and both coalescing modes measured at every
+connection count, no error anywhere, the files written, every process gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench import service
+
+from .conftest import SIMULATED
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:40000/v1/price
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.98ms  611.02us  13.02ms   91.20%
+    Req/Sec     1.32k    55.34     1.40k    80.00%
+  Latency Distribution
+     50%  635.91us
+     75%    5.20ms
+     90%    1.04s
+     99%    1.50m
+  2619 requests in 1.00s, 1.02MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   2619.02
+Transfer/sec:      1.02MB
+WRK_JSON {"requests": 2619, "duration_us": 1000123, "bytes": 1069572, "non2xx": 7, \
+"connect": 0, "read": 2, "write": 0, "status": 5, "timeout": 1, "latency_us": {"min": 300, \
+"max": 13020, "mean": 5980.000, "stdev": 611.020, "p50": 636, "p75": 5200, "p90": 1040000, \
+"p99": 90000000, "p99.9": 90000000}}
+"""
+
+
+def test_parse_wrk_reads_latencies_rates_and_every_error() -> None:
+    res = service.parse_wrk(WRK_OUTPUT)
+    assert res["requests"] == 2619
+    assert res["requests_per_s"] == pytest.approx(2619.02)
+    assert res["elapsed_s"] == pytest.approx(1.0)
+    assert res["latency_ms"] == pytest.approx({"p50": 0.63591, "p75": 5.2, "p90": 1040.0,
+                                               "p99": 90_000.0})
+    assert res["socket_errors"] == {"connect": 0, "read": 2, "write": 0, "timeout": 1}
+    assert res["wrk_non_2xx_3xx"] == 5
+    assert res["non2xx"] == 7  # the script also counts what wrk's own line leaves out
+    assert res["errors"] == 10
+    assert res["exact"]["bytes"] == 1069572
+
+
+def test_parse_wrk_without_errors_or_script_line() -> None:
+    text = "\n".join(line for line in WRK_OUTPUT.splitlines()
+                     if not line.startswith(("  Socket", "  Non-2xx", "WRK_JSON", '"')))
+    res = service.parse_wrk(text)
+    assert res["errors"] == 0 and res["exact"] is None
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        service.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_missing_wrk_exits_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as exc:
+        service.main(["--tiny"])
+    assert exc.value.code == service.WRK_MISSING
+    assert "apt-get install wrk" in service.WRK_MISSING
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((service.HOST, port)) != 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SIMULATED, reason="CPU processes only")
+@pytest.mark.skipif(shutil.which("wrk") is None, reason=service.WRK_MISSING)
+def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = service.main(["--tiny", "--out", str(tmp_path)])
+
+    files = report["files"]
+    assert Path(files["json"]).name.endswith("-service-tiny.json")
+    for path in files.values():
+        assert Path(path).stat().st_size > 0, path
+    data = json.loads(Path(files["json"]).read_text(encoding="utf-8"))
+    expected = {"benchmark", "timestamp", "command", "machine", "versions", "config",
+                "servers", "processes", "wrk_pids", "points", "arrow", "targets", "checks",
+                "ok"}
+    assert expected <= data.keys()
+    assert data["command"].startswith("python -m bench.service --tiny")
+    assert data["versions"]["wrk"].startswith("wrk")
+    assert {"uvicorn", "fastapi", "pydantic", "gpu_pricer"} <= data["versions"].keys()
+    cfg = data["config"]
+    assert cfg["connections"] == list(service.TINY_CONNECTIONS)
+    assert cfg["duration_s"] == service.TINY_DURATION_S
+    assert cfg["arrow_rows"] == service.TINY_ARROW_ROWS
+    assert cfg["client_and_server_share_cpus"] is True
+
+    # every scenario on every server it is measured on, at every connection count
+    measured = {(p["scenario"], p["server"], p["connections"]) for p in data["points"]}
+    assert measured == {(scenario, server, c) for scenario, server in service.JOBS
+                        for c in service.TINY_CONNECTIONS}
+    assert len(data["points"]) == len(measured)
+    for p in data["points"]:
+        name = (p["scenario"], p["server"], p["connections"])
+        assert p["requests"] > 0 and p["requests_per_s"] > 0, name
+        assert p["options_per_s"] == pytest.approx(p["requests_per_s"]
+                                                   * p["options_per_request"])
+        assert p["errors"] == 0 and p["non2xx"] == 0, name
+        assert not any(p["socket_errors"].values()), name
+        assert p["warmup"]["requests"] > 0 and p["warmup"]["errors"] == 0, name
+        lat = p["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p75"] <= lat["p90"] <= lat["p99"], name
+        assert p["wrk_threads"] == min(service.WRK_THREADS, p["connections"])
+    delays = {k: data["servers"][k]["info"]["batcher"]["max_delay_us"]
+              for k in ("coalescing-on", "coalescing-off")}
+    assert delays["coalescing-on"] > 0 and delays["coalescing-off"] == 0
+
+    arrow = data["arrow"]
+    assert arrow["rows"] == service.TINY_ARROW_ROWS
+    assert len(arrow["service"]["times_s"]) == service.TINY_ARROW_REPEAT
+    assert arrow["service"]["options_per_s"] > 0 and arrow["library"]["options_per_s"] > 0
+    assert arrow["agrees"]
+
+    assert [t["pass"] is None for t in data["targets"]] == [False, False, False, True]
+    assert all(t["ratio"] > 0 for t in data["targets"])
+    assert data["ok"] and all(c["pass"] for c in data["checks"])
+
+    # nothing left behind: servers stopped by SIGTERM, every pid gone, ports closed
+    assert {p["key"] for p in data["processes"]} == set(service.SERVERS)
+    for proc in data["processes"]:
+        assert proc["stopped_by"] == "SIGTERM", proc
+        assert proc["returncode"] is not None
+        assert _refused(proc["port"]), proc
+    for pid in [p["pid"] for p in data["processes"]] + data["wrk_pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    printed = capsys.readouterr().out
+    assert "| request | server | connections" in printed
+    assert "share these CPUs" in printed
+    assert "PASS" in printed or "FAIL" in printed
