@@ -10,11 +10,9 @@ keys and rate limits.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
-import uuid
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +28,7 @@ from gpu_pricer import dispatch
 
 from . import arrow_io, metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .middleware import AccessLog, BodyLimit
 from .ratelimit import RateLimiter, enforce
 from .schemas import ImpliedVolRequest, ImpliedVolResponse, PriceRequest, PriceResponse
 from .security import authenticate, load_hashes
@@ -50,9 +49,19 @@ def _warm_up() -> None:
         gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0, **kw)
 
 
+#: The interpreter's GIL switch interval while the service runs (Python's
+#: default is 5 ms).  The batcher hands each batch to a worker thread, which
+#: needs the GIL for a few short stretches (argument checks, the kernel's
+#: dispatch, the hand-back) while the event loop holds it parsing requests:
+#: at 5 ms per hand-over a batch of small requests waited tens of
+#: milliseconds for the GIL alone (`bench.service` measured this).
+GIL_SWITCH_INTERVAL_S = 0.0002
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_service_settings()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app.state.ready = False
     app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
@@ -80,7 +89,6 @@ _origins = [o.strip() for o in get_service_settings().cors_origins.split(",") if
 if _origins:  # closed unless configured
     app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type", "X-Deadline-Ms"])
-access_log = logging.getLogger("gpu_pricer.access")
 
 
 def _backend_in_use() -> str:
@@ -88,31 +96,6 @@ def _backend_in_use() -> str:
     if batcher is not None:
         return str(batcher.backend)  # the CPU after a device fault
     return dispatch.candidates("auto", on_device=False)[0]
-
-
-@app.middleware("http")
-async def _count(request: Request, call_next: Any) -> Any:
-    """Count and time every request by its route (not its raw path), and log
-    one JSON line with its request id and the caller's key id (never the key)."""
-    started = time.perf_counter()
-    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        response.headers["X-Request-Id"] = request_id
-        return response
-    finally:
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        metrics.REQUESTS.labels(endpoint, request.method, str(status)).inc()
-        metrics.LATENCY.labels(endpoint).observe(elapsed)
-        access_log.info(json.dumps({
-            "request_id": request_id, "key_id": getattr(request.state, "key_id", None),
-            "method": request.method, "endpoint": endpoint, "status": status,
-            "duration_ms": round(elapsed * 1e3, 3),
-        }))
 
 
 JSON = "application/json"
@@ -138,34 +121,11 @@ IV_ARROW_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
     "(and id) in row order."}}}}}
 
 
-@app.middleware("http")
-async def _limit_body(request: Request, call_next: Any) -> Any:
-    """415 for a body that is neither JSON nor an Arrow stream; 413 for one over
-    max_body_bytes, by its Content-Length or, when it has none, by counting
-    what arrives.  Arrow bodies to /v1/price and /v1/implied-vol go to their
-    Arrow handlers."""
-    if request.method == "POST":
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in (JSON, arrow_io.ARROW_STREAM):
-            return JSONResponse({"detail": f"unsupported content type {ctype or 'none'!r}; "
-                                 f"use {JSON} or {arrow_io.ARROW_STREAM}"}, status_code=415)
-        if ctype == arrow_io.ARROW_STREAM and request.url.path in ARROW_ROUTES:
-            request.scope["path"] = ARROW_ROUTES[request.url.path]
-        limit = get_service_settings().max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse({"detail": f"body over {limit} bytes"}, status_code=413)
-        if length is None:
-            size = 0
-            chunks = []
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return JSONResponse({"detail": f"body over {limit} bytes"},
-                                        status_code=413)
-                chunks.append(chunk)
-            request._body = b"".join(chunks)  # FastAPI reads the body from here
-    return await call_next(request)
+# outermost first: body checks, then metrics and the access line (ASGI, not
+# BaseHTTPMiddleware: see api/middleware.py)
+app.add_middleware(AccessLog)
+app.add_middleware(BodyLimit, max_body_bytes=lambda: get_service_settings().max_body_bytes,
+                   arrow_routes=ARROW_ROUTES)
 
 
 @app.get("/metrics")

@@ -1,0 +1,147 @@
+"""The service's two middlewares, as plain ASGI callables.
+
+Starlette's ``@app.middleware("http")`` (BaseHTTPMiddleware) wraps every
+request in task groups and memory streams; under load that cost more than
+the rest of a small request (`bench.service` measured the service at a
+fraction of a bare FastAPI app), so these work on the ASGI messages
+directly.
+
+* `BodyLimit` (outer): 415 for a POST body that is neither JSON nor an
+  Arrow stream, 413 over ``max_body_bytes`` (by Content-Length, or by
+  counting a body sent without one), and Arrow bodies posted to a public
+  route rerouted to its hidden Arrow handler.
+* `AccessLog` (inner): counts and times every request by its route (not its
+  raw path), sets ``X-Request-Id`` and writes one JSON access line with the
+  request id and the caller's key id (never the key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from . import metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = "application/json"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+access_log = logging.getLogger("gpu_pricer.access")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", JSON.encode()),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """415 / 413 for unacceptable POST bodies; Arrow bodies to their handlers."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int],
+                 arrow_routes: dict[str, str]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.arrow_routes = arrow_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if ctype not in (JSON, ARROW_STREAM):
+            await _send_json(send, 415, {"detail": f"unsupported content type "
+                                         f"{ctype or 'none'!r}; use {JSON} or {ARROW_STREAM}"})
+            return
+        if ctype == ARROW_STREAM and scope["path"] in self.arrow_routes:
+            scope["path"] = self.arrow_routes[scope["path"]]
+        limit = self.max_body_bytes()
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                await _send_json(send, 413, {"detail": f"body over {limit} bytes"})
+                return
+            await self.app(scope, receive, send)
+            return
+        # no Content-Length: count what arrives, then replay it
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _send_json(send, 413, {"detail": f"body over {limit} bytes"})
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class AccessLog:
+    """Request metrics, X-Request-Id and one JSON access line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = (_header(scope, b"x-request-id") or "")[:64] or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            metrics.REQUESTS.labels(endpoint, scope["method"], str(status)).inc()
+            metrics.LATENCY.labels(endpoint).observe(elapsed)
+            state = scope.get("state") or {}
+            access_log.info(json.dumps({
+                "request_id": request_id, "key_id": state.get("key_id"),
+                "method": scope["method"], "endpoint": endpoint, "status": status,
+                "duration_ms": round(elapsed * 1e3, 3),
+            }))
