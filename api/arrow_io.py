@@ -87,14 +87,23 @@ def columns(table: pa.Table, model: str, value: str = "sigma") -> dict[str, Any]
     return cols
 
 
-def write_table(out: dict[str, Any], names: list[str], ids: pa.ChunkedArray | None) -> bytes:
-    """The result columns (and id, when given) as an Arrow IPC stream."""
+def write_table(out: dict[str, Any], names: list[str],
+                ids: pa.ChunkedArray | None) -> memoryview:
+    """The result columns (and id, when given) as an Arrow IPC stream, written
+    once into a buffer of its exact size (measured by a first, data-free pass):
+    no growing buffer, no copy to bytes."""
     arrays = {name: pa.array(out[name]) for name in names}  # zero-copy from NumPy
     arrays["error"] = pa.array(out["error"])
     if ids is not None:
         arrays = {"id": ids, **arrays}
     table = pa.table(arrays)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=1 << 20)
-    return bytes(sink.getvalue())
+
+    def write(sink: Any) -> None:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=1 << 20)
+
+    mock = pa.MockOutputStream()
+    write(mock)
+    buf = pa.allocate_buffer(mock.size())
+    write(pa.FixedSizeBufferWriter(buf))
+    return memoryview(buf)
