@@ -17,6 +17,7 @@ at first use.  The reasons are kept and reported by `backends()`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Callable
@@ -56,6 +57,19 @@ def _simulated() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+def _driver_loadable() -> bool:
+    """Whether the CUDA driver library loads, as numba-cuda loads it."""
+    if os.environ.get("NUMBA_CUDA_DRIVER"):
+        return True  # numba-cuda's own setting: a path it will try
+    for lib in ("nvcuda.dll",) if os.name == "nt" else ("libcuda.so.1", "libcuda.so"):
+        try:
+            ctypes.CDLL(lib)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 @cache
 def _probe(name: str) -> BackendStatus:
     """Import and device checks, once per process."""
@@ -84,6 +98,9 @@ def _probe(name: str) -> BackendStatus:
         dev = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         return BackendStatus(name, True, f"cupy {cupy.__version__} on {dev}")
     if name == "numba-cuda":
+        if not _simulated() and not _driver_loadable():
+            # importing numba.cuda costs ~50 MB and 0.2 s: not without a driver
+            return BackendStatus(name, False, "no CUDA driver or device (libcuda not found)")
         try:
             from numba import cuda  # noqa: PLC0415
         except Exception as exc:
@@ -181,12 +198,21 @@ def run_cupy(req: Request, out: Any, err: Any) -> None:
     run_numpy(req, out, err, xp=cupy)
 
 
+def _readonly(a: Any) -> Any:
+    """A read-only view: Numba compiles a kernel per argument type, and read-only
+    is part of the type, so inputs are always passed read-only (zero-copy Arrow
+    columns are) and one compilation serves every caller."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def run_numba(req: Request, out: Any, err: Any) -> None:
     from .kernels import cpu  # noqa: PLC0415
 
-    und, strike, t, sigma, r, q = req.values
+    ins = [_readonly(a) for a in (req.otype, *req.values)]
     kern = cpu.kernel(req.model, req.size, req.kind)
-    kern(req.otype, und, strike, t, sigma, r, q, req.steps, out, err)
+    kern(*ins, req.steps, out, err)
 
 
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:

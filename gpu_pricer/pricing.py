@@ -115,15 +115,20 @@ def price(
     return result
 
 
-def compute(req: Request, backend: str) -> tuple[Any, Any]:
-    """(out, err) for a checked request on `backend`, falling back under "auto"."""
+def compute(req: Request, backend: str, out: Any = None, err: Any = None) -> tuple[Any, Any]:
+    """(out, err) for a checked request on `backend`, falling back under "auto".
+
+    `out` (shape (req.size, req.n), req.dtype) and `err` (req.n, int8) are
+    filled when given (a caller pricing the same rows many times reuses them);
+    otherwise they are allocated."""
     xp = req.xp
     # one row per value code of the tier; the result's arrays are views of its rows
-    if xp is np:
+    if out is None and xp is np:
         out = buffers.OUTPUTS.empty((req.size, req.n), req.dtype)
-    else:
+    elif out is None:
         out = xp.empty((req.size, req.n), dtype=req.dtype)
-    err = xp.empty(req.n, dtype=np.int8)
+    if err is None:
+        err = xp.empty(req.n, dtype=np.int8)
     if req.n == 0:
         return out, err
     tried = dispatch.candidates(backend, on_device=xp is not np)
