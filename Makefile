@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.kernels
 	$(BIN)/python -m bench.accuracy
 	$(BIN)/python -m bench.implied --repeat 7
+	$(BIN)/python -m bench.book
 	$(BIN)/python -m bench.service
 
 bench-quick: $(STAMP)
@@ -56,6 +57,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench.kernels --max-size 1000000 --repeat 3
 	$(BIN)/python -m bench.accuracy --size 200000
 	$(BIN)/python -m bench.implied --size 200000 --repeat 3 --sample 1000
+	$(BIN)/python -m bench.book --size 500000
 	$(BIN)/python -m bench.service --duration 3 --warmup 1 --connections 1,64 --arrow-rows 200000 --arrow-repeat 3
 
 clean:
