@@ -19,11 +19,11 @@ def test_book_bench_tiny_writes_results(tmp_path: Path,
     assert Path(report["files"]["md"]).is_file()
     assert Path(report["files"]["json"]).name.endswith("-book-tiny.json")
     assert data["config"]["size"] == book.TINY_SIZE == data["rows"]
-    summary = data["cli"]["summary"]
+    summary = data["cli"]["runs"][0]["summary"]
     assert summary["rows"] == book.TINY_SIZE and summary["errors"] == 0
     assert summary["aggregate"]["groups"] == 20
     assert data["cli"]["peak_rss_bytes"] > 0 and data["floor"]["peak_rss_bytes"] > 0
-    phases = data["floor"]["phases"]
+    phases = data["floor"]["runs"][0]["phases"]
     assert phases["seconds"] >= phases["read_s"] + phases["price_s"] + phases["write_s"]
     assert data["aggregate_max_rel_diff"] <= book.AGG_RTOL
     names = [t["name"] for t in data["targets"]]
