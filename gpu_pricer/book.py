@@ -718,6 +718,13 @@ class ScenarioPnL:
         cols["value"] = sums["value"].reshape(-1)
         self._parts.add(pa.table(cols))
 
+    def partial(self) -> ScenarioPnL:
+        """This instance without its scratch buffers (partial sums only): what to
+        send to another process for `merge`."""
+        self._scratch = {}
+        self._out = self._err = None
+        return self
+
     def merge(self, other: ScenarioPnL) -> None:
         """Add another instance's partial sums (same grid and keys)."""
         if other.grid != self.grid or other.by != self.by:
