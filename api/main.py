@@ -29,6 +29,7 @@ from gpu_pricer import dispatch
 
 from . import arrow_io, metrics
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .book import router as book_router
 from .middleware import AccessLog, BodyLimit
 from .ratelimit import RateLimiter, enforce
 from .schemas import ImpliedVolRequest, ImpliedVolResponse, PriceRequest, PriceResponse
@@ -86,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)
+app.include_router(book_router)  # POST /v1/book/revalue
 _origins = [o.strip() for o in get_service_settings().cors_origins.split(",") if o.strip()]
 if _origins:  # closed unless configured
     app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_methods=["GET", "POST"],

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeAlias
 
@@ -238,6 +238,29 @@ def _price_batch(batch: pa.RecordBatch, model: str, names: tuple[str, ...], back
     arrays += [pa.array(out[c]) for c in req.codes]  # zero-copy views of the buffer rows
     arrays.append(pa.array(err))
     return pa.RecordBatch.from_arrays(arrays, schema=_schema(batch.schema, names, dtype))
+
+
+def attach(book: Book, outputs: Mapping[str, Any]) -> pa.Table:
+    """The book with outputs priced elsewhere appended, as `price_book` appends
+    its own: `outputs` is `gpu_pricer.price`'s result for the book's rows in
+    order ("price", Greeks, "error").  Rows whose quantity or multiplier is
+    null or not finite get code 1 and NaN values, as in `price_book`."""
+    table = book if isinstance(book, pa.Table) else pa.Table.from_batches([book])
+    names = tuple(outputs)
+    if names[-1:] != ("error",) or names[:1] != ("price",):
+        raise ValueError(f"outputs must run from 'price' to 'error', got {names}")
+    values = [np.array(outputs[n]) for n in names[:-1]]
+    err = np.array(outputs["error"], dtype=np.int8)
+    weights = [_weight(b) for b in table.to_batches()]
+    weight: Array | float = (np.concatenate([np.broadcast_to(w, (b.num_rows,)) for w, b in
+                                             zip(weights, table.to_batches(), strict=True)])
+                             if table.num_rows else 1.0)
+    stacked = np.vstack(values) if values else np.empty((0, table.num_rows))
+    _mark_bad_positions(stacked, err, range(len(values)), weight)
+    kept = table.drop_columns([n for n in names if n in table.column_names])
+    for i, name in enumerate(names[:-1]):
+        kept = kept.append_column(name, pa.array(stacked[i]))
+    return kept.append_column("error", pa.array(err))
 
 
 # --- groups and partial sums ------------------------------------------------------------
@@ -633,6 +656,11 @@ def shock(values: tuple[Any, ...], point: Mapping[str, float], scratch: dict[str
     return und, strike, t, sigma, r, q
 
 
+#: Prices a book's rows elsewhere (the service's batcher): called with
+#: `gpu_pricer.price`'s keywords (no Greeks), returns (price, error) arrays.
+Pricer = Callable[[Mapping[str, Any]], tuple[Any, Any]]
+
+
 class ScenarioPnL:
     """Each group's value and PnL under every point of a scenario grid.
 
@@ -640,6 +668,7 @@ class ScenarioPnL:
         grid: from `parse_scenarios` (or a spec string).
         model, backend, dtype: as in `gpu_pricer.price`.
         by: the key columns (none: the whole book).
+        pricer: prices each pass instead of the kernel (see `Pricer`).
 
     `add` takes book batches (priced or not: only the inputs are read).  For
     each batch it prices the base (price only) and then every grid point in
@@ -656,8 +685,10 @@ class ScenarioPnL:
     """
 
     def __init__(self, grid: ScenarioGrid | str, *, model: str = "bsm", by: Sequence[str] = (),
-                 backend: str = "auto", dtype: str = "float64") -> None:
+                 backend: str = "auto", dtype: str = "float64",
+                 pricer: Pricer | None = None) -> None:
         self.grid = parse_scenarios(grid) if isinstance(grid, str) else grid
+        self.pricer = pricer
         self.model = model
         self.by = tuple(by)
         self.backend = backend
@@ -690,7 +721,7 @@ class ScenarioPnL:
         groups = len(first)
         base = _request(batch, self.model, (), self.dtype)
         out, err = self._buffers(n)
-        compute(base, self.backend, out, err)
+        self._price(base, out, err)
         weight = _weight(batch)
         ok_base = err == 0
         if not isinstance(weight, float):
@@ -702,7 +733,7 @@ class ScenarioPnL:
         sums = {c: np.empty((points, groups)) for c in ("errors", "base_value", "value")}
         for s, point in enumerate(self._points):
             req = replace(base, values=shock(base.values, point, self._scratch))
-            compute(req, self.backend, out, err)
+            self._price(req, out, err)
             ok = ok_base & (err == 0)
             sums["errors"][s] = np.bincount(codes, weights=~ok, minlength=groups)
             sums["base_value"][s] = np.bincount(codes, weights=np.where(ok, base_contrib, 0.0),
@@ -717,6 +748,24 @@ class ScenarioPnL:
         cols["base_value"] = sums["base_value"].reshape(-1)
         cols["value"] = sums["value"].reshape(-1)
         self._parts.add(pa.table(cols))
+
+    def _price(self, req: Request, out: Array, err: Array) -> None:
+        """Prices into out[0] and codes into err: in the kernel, or through the pricer."""
+        if self.pricer is None:
+            compute(req, self.backend, out, err)
+            return
+        n = req.n
+        types = np.where(req.otype == 1, "call", np.where(req.otype == 0, "put", "?"))
+        und, strike, t, sigma, r, q = (np.broadcast_to(v, (n,)) for v in req.values)
+        kw: dict[str, Any] = {"option_type": types, "strike": strike, "t": t, "sigma": sigma,
+                              "r": r}
+        if self.model == "bsm":
+            kw.update(spot=und, q=q)
+        else:
+            kw["forward"] = und
+        price, codes = self.pricer(kw)
+        out[0] = price
+        err[:] = codes
 
     def partial(self) -> ScenarioPnL:
         """This instance without its scratch buffers (partial sums only): what to
