@@ -1,6 +1,8 @@
 """gpu-pricer: European options and their Greeks on the GPU or the CPU.
 
 Public names: `price`, `implied_vol`, `backends`, `ERRORS`, `ErrorCode`, `GREEKS`, `MODELS`.
+Books in Arrow tables (pricing, aggregation, scenarios): `gpu_pricer.book`; in dask
+DataFrames: `gpu_pricer.dask`; the ``gpu-pricer`` command: `gpu_pricer.cli`.
 """
 
 from .dispatch import BackendStatus, backends
