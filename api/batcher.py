@@ -122,12 +122,15 @@ class MicroBatcher:
         """Compute `n` rows of `columns`: gpu_pricer.price keywords for kind
         "price", gpu_pricer.implied_vol keywords (no Greeks) for kind
         "implied_vol".  Returns the outputs in row order.  Raises QueueFull or
-        DeadlineExceeded; ValueError for an unknown kind or Greeks with
-        implied vol."""
+        DeadlineExceeded; ValueError for an unknown kind, Greeks with
+        implied vol, or a column whose length is not `n`."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if kind == "implied_vol" and greeks:
             raise ValueError("implied_vol takes no Greeks")
+        short = [k for k, v in columns.items() if len(v) != n]
+        if short:  # refused here: a batch cut from it would fail the loop
+            raise ValueError(f"columns {short} do not have n = {n} rows")
         if self._closing:
             raise QueueFull("shutting down")
         loop = asyncio.get_running_loop()

@@ -181,3 +181,24 @@ def test_stop_drains_queued_requests() -> None:
             await b.submit(model="bsm", greeks=(), columns=_columns(3, 9), n=3, timeout_s=1)
 
     _run(main())
+
+
+def test_a_column_of_the_wrong_length_is_refused_and_the_loop_lives_on() -> None:
+    rec = Recorder()
+
+    async def main() -> dict[str, Any]:
+        b = MicroBatcher(max_batch_options=1000, max_delay_s=0.001, max_queue_options=10_000,
+                         price=rec)
+        await b.start()
+        cols = _columns(10, 3)
+        cols["strike"] = cols["strike"][:7]
+        with pytest.raises(ValueError, match=r"columns \['strike'\] do not have n = 10 rows"):
+            await b.submit(model="bsm", columns=cols, n=10, timeout_s=5)
+        good = _columns(10, 4)
+        out = await b.submit(model="bsm", columns=good, n=10, timeout_s=5)
+        await b.stop()
+        return out
+
+    out = _run(main())
+    assert out["price"].shape == (10,)
+    assert rec.sizes == [10]
