@@ -180,7 +180,15 @@ class MicroBatcher:
                 continue
             batch = queue.next_batch(now if not self._closing else now + 1e9)
             if batch is not None:
-                await self._execute(batch)
+                try:
+                    await self._execute(batch)
+                except Exception as exc:  # a bug in one batch must not stop the loop
+                    log.exception("batch of %d options failed outside the library",
+                                  batch.size)
+                    for s in batch.slices:
+                        failed = self._jobs.pop(s.key) if s.key in self._jobs else None
+                        if failed is not None and not failed.future.done():
+                            failed.future.set_exception(exc)
 
     async def _execute(self, batch: Batch) -> None:
         jobs = [self._jobs[s.key] for s in batch.slices]

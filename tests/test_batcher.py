@@ -202,3 +202,29 @@ def test_a_column_of_the_wrong_length_is_refused_and_the_loop_lives_on() -> None
     out = _run(main())
     assert out["price"].shape == (10,)
     assert rec.sizes == [10]
+
+
+def test_a_failure_outside_the_library_fails_its_batch_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+
+    async def main() -> dict[str, Any]:
+        b = MicroBatcher(max_batch_options=1000, max_delay_s=0.001, max_queue_options=10_000,
+                         price=rec)
+        await b.start()
+        deliver = b._deliver
+
+        def broken(*args: Any) -> None:
+            raise KeyError("a bug while handing results back")
+
+        monkeypatch.setattr(b, "_deliver", broken)
+        with pytest.raises(KeyError, match="a bug"):
+            await b.submit(model="bsm", columns=_columns(10, 5), n=10, timeout_s=5)
+        monkeypatch.setattr(b, "_deliver", deliver)
+        out = await b.submit(model="bsm", columns=_columns(10, 6), n=10, timeout_s=5)
+        await b.stop()
+        return out
+
+    out = _run(main())
+    assert out["price"].shape == (10,)
+    assert rec.sizes == [10, 10]
