@@ -131,6 +131,13 @@ def normalised_vol(xp: ModuleType, beta: Array, ax: Array) -> Array:
         return _householder_black(xp, beta, ax, s, mode, b_max)
 
 
+def _householder_step(xp: ModuleType, nu: Array, g2: Array, g3: Array) -> Array:
+    """The third-order Householder step, Newton's where it is not finite
+    (the kernels' householder_step before its clamp)."""
+    step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
+    return xp.where(xp.isfinite(step), step, nu)
+
+
 def _householder_black(xp: ModuleType, beta: Array, ax: Array, s: Array, mode: Array,
                        b_max: Array) -> Array:
     log_beta = xp.log(beta)
@@ -155,10 +162,7 @@ def _householder_black(xp: ModuleType, beta: Array, ax: Array, s: Array, mode: A
         nu = xp.where(is_lower, nu_lo, xp.where(is_upper, nu_hi, (beta - b) / v))
         a2 = xp.where(is_lower, a2_lo, xp.where(is_upper, a2_hi, 0.0))
         a3 = xp.where(is_lower, a3_lo, xp.where(is_upper, 2.0 * a2_hi * a2_hi, 0.0))
-        g2 = a2 + h2
-        g3 = a3 + 3.0 * a2 * h2 + h3
-        step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
-        step = xp.where(xp.isfinite(step), step, nu)
+        step = _householder_step(xp, nu, a2 + h2, a3 + 3.0 * a2 * h2 + h3)
         step = xp.where(is_lower & ~(b > 0.0), s, step)  # underflow: double s
         stuck = active & ~xp.isfinite(step)
         step = xp.where(xp.isfinite(step), xp.maximum(step, -0.5 * s), 0.0)
@@ -195,10 +199,8 @@ def householder_normal(xp: ModuleType, q: Array) -> Array:
             ratio = ref.norm_pdf(xp, u) / xp.where(ok, big_q, 1.0)
             nu = -(xp.log(xp.where(ok, big_q, 1.0)) - log_q) / ratio
             u3 = u * u * u
-            g2 = -ratio + u3
             g3 = 2.0 * ratio * ratio - 3.0 * ratio * u3 + u3 * u * (u * u - 3.0)
-            step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
-            step = xp.where(xp.isfinite(step), step, nu)
+            step = _householder_step(xp, nu, -ratio + u3, g3)
             step = xp.where(ok, step, 0.5 * v)
             stuck = active & ~xp.isfinite(step)
             step = xp.where(xp.isfinite(step), xp.maximum(step, -0.5 * v), 0.0)

@@ -115,6 +115,17 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         return INV_SQRT_2PI * math.exp(-0.5 * (h * h + 0.25 * s * s))
 
     @jit
+    def householder_step(nu: float, g2: float, g3: float, x: float) -> float:
+        """The third-order Householder step from the Newton step nu = -g/g1,
+        g2 = g2nd/g1 and g3 = g3rd/g1 (g1, g2nd, g3rd: the objective's
+        derivatives); Newton's step where that is not finite; never more than
+        halving x; NaN when neither step is finite."""
+        step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
+        if not finite(step):
+            step = nu
+        return max(step, -0.5 * x) if finite(step) else math.nan
+
+    @jit
     def rational_cubic(x: float, x_l: float, x_r: float, y_l: float, y_r: float,
                        d_l: float, d_r: float, r: float) -> float:
         """Delbourgo-Gregory rational cubic through (x_l, y_l, slope d_l) and
@@ -274,14 +285,9 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
                 nu = -(math.log(c_beta) - math.log(c)) * c / v
                 a2 = v / c
                 a3 = 2.0 * a2 * a2
-            g2 = a2 + h2
-            g3 = a3 + 3.0 * a2 * h2 + h3
-            step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
-            if not finite(step):
-                step = nu
+            step = householder_step(nu, a2 + h2, a3 + 3.0 * a2 * h2 + h3, s)
             if not finite(step):
                 return math.nan
-            step = max(step, -0.5 * s)
             s += step
             if abs(step) <= STEP_RTOL * s:
                 return s
@@ -347,14 +353,10 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
             ratio = dq / big_q
             nu = -(math.log(big_q) - log_q) / ratio
             u3 = u * u * u
-            g2 = -ratio + u3
             g3 = 2.0 * ratio * ratio - 3.0 * ratio * u3 + u3 * u * (u * u - 3.0)
-            step = nu * (1.0 + 0.5 * g2 * nu) / (1.0 + nu * (g2 + g3 * nu * (1.0 / 6.0)))
-            if not finite(step):
-                step = nu
+            step = householder_step(nu, -ratio + u3, g3, v)
             if not finite(step):
                 return math.nan
-            step = max(step, -0.5 * v)
             v += step
             if abs(step) <= STEP_RTOL * v:
                 return v
