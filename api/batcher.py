@@ -15,7 +15,6 @@ slices over several batches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -47,7 +46,7 @@ class DeadlineExceeded(Exception):
     """The request's deadline passed before it could be priced: answer 504."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     key: int
     kind: str
@@ -74,6 +73,13 @@ class BatcherStats:
     options: int = 0
     requests_per_batch: list[int] = field(default_factory=list)
     fallbacks: int = 0  # batches retried on the CPU after a device fault
+
+
+def _expire(future: asyncio.Future[dict[str, Any]], timeout_s: float) -> None:
+    """The request's deadline passed: it ends with DeadlineExceeded; a batch
+    that holds it still runs and its rows are dropped on delivery."""
+    if not future.done():
+        future.set_exception(DeadlineExceeded(f"not answered within {timeout_s:.3f} s"))
 
 
 class MicroBatcher:
@@ -145,13 +151,19 @@ class MicroBatcher:
             raise QueueFull(f"{queue.queued_options} options queued")
         self._jobs[key] = job
         metrics.QUEUE_OPTIONS.set(self.queued_options)
-        self._wake.set()
+        if queue.queued_options == n or queue.due_in(now) == 0:
+            # the loop sleeps until the soonest queue is due: only a queue that
+            # was empty (a new due time) or is due now changes that
+            self._wake.set()
+        # one timer per request (cheaper than wait_for + shield, which wrap the future twice)
+        timer = loop.call_later(timeout_s, _expire, job.future, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout_s)
-        except TimeoutError:
-            job.future.cancel()  # nobody waits for it now: it ends cancelled, not failed
+            return await job.future
+        except DeadlineExceeded:
             metrics.REJECTED.labels("deadline").inc()
-            raise DeadlineExceeded(f"not answered within {timeout_s:.3f} s") from None
+            raise
+        finally:
+            timer.cancel()
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -175,8 +187,9 @@ class MicroBatcher:
             queue, wait, _ = min(due, key=lambda qwa: (qwa[1], qwa[2]))
             if wait > 0 and not self._closing:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                alarm = asyncio.get_running_loop().call_later(wait, self._wake.set)
+                await self._wake.wait()
+                alarm.cancel()
                 continue
             batch = queue.next_batch(now if not self._closing else now + 1e9)
             if batch is not None:
@@ -197,7 +210,8 @@ class MicroBatcher:
         for s, job in zip(batch.slices, jobs, strict=True):
             if s.start == 0:
                 metrics.QUEUE_WAIT.observe(started - job.arrived)
-        names = [g for g in gp.GREEKS if any(g in j.greeks for j in jobs)]
+        wanted = set().union(*(j.greeks for j in jobs))
+        names = [g for g in gp.GREEKS if g in wanted]
         result: Mapping[str, Any] | None
         try:
             result = await anyio.to_thread.run_sync(self._run_batch, batch, jobs, names,
@@ -239,10 +253,15 @@ class MicroBatcher:
         metrics.BATCH_REQUESTS.observe(len(batch.slices))
         metrics.OPTIONS_PRICED.labels(self._backend, jobs[0].model, jobs[0].kind).inc(batch.size)
         for s, job in zip(batch.slices, jobs, strict=True):
+            whole = s.size == job.n  # the request fits in this batch: views, no copy
             for name in job.outputs:
+                rows = result[name][s.offset:s.offset + s.size]
+                if whole:
+                    job.out[name] = rows
+                    continue
                 if name not in job.out:
-                    job.out[name] = np.empty(job.n, dtype=result[name].dtype)
-                job.out[name][s.start:s.stop] = result[name][s.offset:s.offset + s.size]
+                    job.out[name] = np.empty(job.n, dtype=rows.dtype)
+                job.out[name][s.start:s.stop] = rows
             job.done_rows += s.size
             if job.done_rows == job.n:
                 self._jobs.pop(job.key, None)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import orjson
 
 from . import metrics
 
@@ -119,7 +121,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = (_header(scope, b"x-request-id") or "")[:64] or uuid.uuid4().hex
+        request_id = (_header(scope, b"x-request-id") or "")[:64] or os.urandom(16).hex()
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -134,14 +136,22 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
-            metrics.REQUESTS.labels(endpoint, scope["method"], str(status)).inc()
-            metrics.LATENCY.labels(endpoint).observe(elapsed)
-            state = scope.get("state") or {}
-            access_log.info(json.dumps({
-                "request_id": request_id, "key_id": state.get("key_id"),
-                "method": scope["method"], "endpoint": endpoint, "status": status,
-                "duration_ms": round(elapsed * 1e3, 3),
-            }))
+            endpoint = _endpoint(scope)
+            metrics.observe_request(endpoint, scope["method"], status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                state = scope.get("state") or {}
+                access_log.info(orjson.dumps({
+                    "request_id": request_id, "key_id": state.get("key_id"),
+                    "method": scope["method"], "endpoint": endpoint, "status": status,
+                    "duration_ms": round(elapsed * 1e3, 3),
+                }).decode())
+
+
+def _endpoint(scope: Scope) -> str:
+    """The matched route's path template (its raw path for a plain Starlette
+    route, which has no parameters here), or "unmatched"."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    return str(scope["path"]) if "endpoint" in scope else "unmatched"

@@ -39,7 +39,7 @@ class RateLimiter:
 async def enforce(request: Request) -> None:
     """FastAPI dependency, after `authenticate`: 429 when the caller is over its limit."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is None:
+    if limiter is None or not limiter.items:
         return
     client = request.client.host if request.client else "unknown"
     identity = getattr(request.state, "key_id", None) or f"addr:{client}"

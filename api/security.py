@@ -75,7 +75,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def authenticate(request: Request) -> str | None:
+async def authenticate(request: Request) -> str | None:
     """FastAPI dependency: the caller's key id (None when the service runs
     without keys); 401 with WWW-Authenticate otherwise."""
     keys: list[KeyHash] = request.app.state.api_keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -148,3 +149,54 @@ def test_chunked_body_under_the_limit_is_priced(client: TestClient) -> None:
     r = client.post("/v1/price", content=chunks(), headers={"Content-Type": JSON_TYPE})
     assert r.status_code == 200
     assert r.json()["results"][0]["price"] > 8
+
+
+def test_json_routes_document_their_body_and_deadline_header(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path, model in (("/v1/price", "PriceRequest"), ("/v1/implied-vol", "ImpliedVolRequest")):
+        op = schema["paths"][path]["post"]
+        body = op["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{model}"}
+        assert model in schema["components"]["schemas"]
+        header = [p for p in op["parameters"] if p["name"] == "x-deadline-ms"]
+        assert header and header[0]["in"] == "header"
+        assert "milliseconds" in header[0]["description"]
+        assert "200" in op["responses"]
+
+
+def test_bad_deadline_header_is_a_422_naming_it(client: TestClient) -> None:
+    body = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5,
+                         "sigma": 0.2}]}
+    for bad in ("0", "-5", "soon", "1.5"):
+        r = client.post("/v1/price", json=body, headers={"X-Deadline-Ms": bad})
+        assert r.status_code == 422, bad
+        assert r.json()["detail"][0]["loc"] == ["header", "x-deadline-ms"]
+    assert client.post("/v1/price", json=body, headers={"X-Deadline-Ms": "5000"}).status_code == 200
+
+
+def test_malformed_json_is_a_422_that_does_not_echo_the_body(client: TestClient) -> None:
+    secret = "not-json-" + "x" * 1000
+    r = client.post("/v1/price", content=secret.encode(), headers={"Content-Type": JSON_TYPE})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert detail[0]["type"] == "json_invalid" and detail[0]["loc"][0] == "body"
+    assert secret not in r.text
+
+
+def test_rows_keep_their_order_ids_and_errors(client: TestClient) -> None:
+    options = [{"option_type": t, "spot": 100, "strike": k, "t": 0.5, "sigma": s, "id": f"r{i}"}
+               for i, (t, k, s) in enumerate([("call", 95, 0.2), ("P", 105, -0.1),
+                                              ("c", 100, 0.3), ("put", 90, 0.25)])]
+    r = client.post("/v1/price", json={"greeks": ["delta"], "options": options})
+    assert r.status_code == 200
+    rows = r.json()["results"]
+    assert [row["id"] for row in rows] == ["r0", "r1", "r2", "r3"]
+    assert rows[1]["price"] is None and rows[1]["delta"] is None
+    ref = gp.price(option_type=np.array(["call", "put", "call", "put"]), spot=100.0,
+                   strike=np.array([95.0, 105, 100, 90]), t=0.5,
+                   sigma=np.array([0.2, -0.1, 0.3, 0.25]), greeks=["delta"], backend="numpy")
+    for i in (0, 2, 3):
+        assert rows[i]["error"] is None
+        assert abs(rows[i]["price"] - ref["price"][i]) <= 1e-12 * ref["price"][i]
+        assert abs(rows[i]["delta"] - ref["delta"][i]) <= 1e-12
+    assert rows[1]["error"]["code"] == int(ref["error"][1])
