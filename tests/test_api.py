@@ -171,7 +171,8 @@ def test_bad_deadline_header_is_a_422_naming_it(client: TestClient) -> None:
         r = client.post("/v1/price", json=body, headers={"X-Deadline-Ms": bad})
         assert r.status_code == 422, bad
         assert r.json()["detail"][0]["loc"] == ["header", "x-deadline-ms"]
-    assert client.post("/v1/price", json=body, headers={"X-Deadline-Ms": "5000"}).status_code == 200
+    r = client.post("/v1/price", json=body, headers={"X-Deadline-Ms": "600000"})
+    assert r.status_code == 200
 
 
 def test_malformed_json_is_a_422_that_does_not_echo_the_body(client: TestClient) -> None:
