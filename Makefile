@@ -43,7 +43,8 @@ test-cpu: $(STAMP)
 test-cudasim: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim
 
-## bench: the full benchmark suite; bench-quick: the same code at small sizes
+## bench: the full benchmark suite; bench-quick: the same code at small sizes, under
+## 5 minutes here (most of it the service bench's two kernel warm-ups)
 bench: $(STAMP)
 	$(BIN)/python -m bench.core --size 1000000 --repeat 15
 	$(BIN)/python -m bench.kernels
@@ -54,11 +55,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.core --size 200000 --repeat 5
-	$(BIN)/python -m bench.kernels --max-size 1000000 --repeat 3
+	$(BIN)/python -m bench.kernels --max-size 100000 --repeat 3
 	$(BIN)/python -m bench.accuracy --size 200000
 	$(BIN)/python -m bench.implied --size 200000 --repeat 3 --sample 1000
-	$(BIN)/python -m bench.book --size 500000
-	$(BIN)/python -m bench.service --duration 3 --warmup 1 --connections 1,64 --arrow-rows 200000 --arrow-repeat 3
+	$(BIN)/python -m bench.book --size 300000
+	$(BIN)/python -m bench.service --duration 2 --warmup 1 --connections 1,64 --arrow-rows 200000 --arrow-repeat 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
