@@ -268,10 +268,11 @@ def _deadline_ms(request: Request) -> int | None:
                 if k == b"x-deadline-ms"), None)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or int(raw) <= 0:
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) <= 0:
         raise HTTPException(422, detail=[{"loc": ["header", "x-deadline-ms"],
                                           "msg": "must be a positive integer (milliseconds)"}])
-    return int(raw)
+    return int(value)
 
 
 def _check_count(n: int) -> None:

@@ -167,7 +167,7 @@ def test_json_routes_document_their_body_and_deadline_header(client: TestClient)
 def test_bad_deadline_header_is_a_422_naming_it(client: TestClient) -> None:
     body = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5,
                          "sigma": 0.2}]}
-    for bad in ("0", "-5", "soon", "1.5"):
+    for bad in ("0", "-5", "soon", "1.5", b"\xb2"):
         r = client.post("/v1/price", json=body, headers={"X-Deadline-Ms": bad})
         assert r.status_code == 422, bad
         assert r.json()["detail"][0]["loc"] == ["header", "x-deadline-ms"]
