@@ -92,12 +92,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A request allocates a few hundred short-lived objects: collecting the
     # young generation every 700 allocations (Python's default) ran a
     # collection every few requests, each walking every request in flight.
-    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     app.state.ready = True
     log.info("ready; backend %s", _backend_in_use())
     yield
     app.state.ready = False
     await app.state.batcher.stop()
+    gc.set_threshold(*thresholds)  # the process as it was (an app inside a larger one)
+    gc.unfreeze()
 
 
 app = LeanApp(title="gpu-pricer", version=gp.__version__, lifespan=lifespan)

@@ -201,3 +201,13 @@ def test_rows_keep_their_order_ids_and_errors(client: TestClient) -> None:
         assert abs(rows[i]["price"] - ref["price"][i]) <= 1e-12 * ref["price"][i]
         assert abs(rows[i]["delta"] - ref["delta"][i]) <= 1e-12
     assert rows[1]["error"]["code"] == int(ref["error"][1])
+
+
+def test_collector_settings_last_only_while_the_service_runs() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    with service() as client:
+        assert client.get("/readyz").status_code == 200
+        assert gc.get_threshold()[0] > before[0] and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
