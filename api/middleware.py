@@ -11,8 +11,9 @@ directly.
   counting a body sent without one), and Arrow bodies posted to a public
   route rerouted to its hidden Arrow handler.
 * `AccessLog` (inner): counts and times every request by its route (not its
-  raw path), sets ``X-Request-Id`` and writes one JSON access line with the
-  request id and the caller's key id (never the key).
+  raw path), sets ``X-Request-Id`` and ``Server-Timing`` (receiving the body,
+  and the whole time to the answer's start) and writes one JSON access line
+  with the request id and the caller's key id (never the key).
 """
 
 from __future__ import annotations
@@ -141,18 +142,29 @@ class AccessLog:
         started = time.perf_counter()
         request_id = (_header(scope, b"x-request-id") or "")[:64] or os.urandom(16).hex()
         status = 500
+        received = started  # when the last byte of the request body arrived
+
+        async def receive_timed() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                received = time.perf_counter()
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message["headers"] = headers
+                now = time.perf_counter()
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                    (b"server-timing", _server_timing(received - started, now - started)),
+                ]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_timed, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             endpoint = _endpoint(scope)
@@ -164,6 +176,13 @@ class AccessLog:
                     "method": scope["method"], "endpoint": endpoint, "status": status,
                     "duration_ms": round(elapsed * 1e3, 3),
                 }).decode())
+
+
+def _server_timing(receiving_s: float, answering_s: float) -> bytes:
+    """The W3C Server-Timing header: ``recv``, the time from the request's
+    arrival to the last byte of its body; ``app``, to the start of the answer
+    (what the client waited for beyond that is transfer), both in ms."""
+    return f"recv;dur={receiving_s * 1e3:.3f}, app;dur={answering_s * 1e3:.3f}".encode()
 
 
 def _endpoint(scope: Scope) -> str:

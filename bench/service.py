@@ -62,6 +62,7 @@ import datetime as dt
 import gc
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -442,6 +443,16 @@ def arrow_body(book: core.Book) -> bytes:
     return bytes(sink.getvalue())
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """The durations (ms) of a Server-Timing header, by name."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+    return out
+
+
 def read_arrow(content: bytes) -> dict[str, np.ndarray[Any, Any]]:
     table = pa.ipc.open_stream(pa.py_buffer(content)).read_all()
     return {name: table.column(name).to_numpy() for name in table.column_names}
@@ -480,6 +491,7 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
     url = f"{server.base}/v1/price?model=bsm&greeks={','.join(GREEKS)}"
     rng = np.random.default_rng(SEED + 1)
     times: dict[str, list[float]] = {"service": [], "library": []}
+    server: dict[str, list[float]] = {"recv": [], "app": []}  # its Server-Timing, in s
     worst, bitwise = 0.0, True
     outputs = ("price", *GREEKS)
     body_bytes = 0
@@ -490,9 +502,14 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
         got: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
         status: list[int] = []
 
-        def via_service(body: bytes = body, status: list[int] = status) -> dict[str, Any]:
+        def via_service(body: bytes = body, status: list[int] = status,
+                        rnd: int = rnd) -> dict[str, Any]:
             resp = post(client, url, body, ARROW_TYPE)
             status.append(resp.status_code)
+            if rnd:
+                timing = server_timing(resp.headers.get("server-timing", ""))
+                for name in ("recv", "app"):
+                    server[name].append(timing.get(name, math.nan) / 1e3)
             return read_arrow(resp.content) if resp.status_code == 200 else {}
 
         def in_process(book: core.Book = book) -> dict[str, Any]:
@@ -529,6 +546,9 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
                 "options_per_s": rows / statistics.median(ts)}
 
     service, library = figures(times["service"]), figures(times["library"])
+    # the service's own account: up to the last byte of the body, up to the answer's start
+    service["server_recv_median_s"] = statistics.median(server["recv"])
+    service["server_answer_median_s"] = statistics.median(server["app"])
     return {"rows": rows, "repeat": repeat, "greeks": list(GREEKS), "body_bytes": body_bytes,
             "service": service, "library": library,
             "ratio": service["options_per_s"] / library["options_per_s"],
@@ -803,6 +823,13 @@ def arrow_table(report: dict[str, Any]) -> str:
         f = a[key]
         lines.append(f"| {label} | {f['options_per_s']:,.0f} | {f['median_s'] * 1e3:.1f} ms "
                      f"| {f['min_s'] * 1e3:.1f} ms |")
+    s = a["service"]
+    if "server_answer_median_s" in s:
+        lines += ["", f"Of the service's {s['median_s'] * 1e3:.1f} ms (medians, its Server-Timing "
+                  f"header): {s['server_recv_median_s'] * 1e3:.1f} ms until the last byte of the "
+                  f"request body arrived, {s['server_answer_median_s'] * 1e3:.1f} ms until its "
+                  f"answer started; the rest is the answer's transfer to the client and reading "
+                  f"it back."]
     return "\n".join(lines)
 
 

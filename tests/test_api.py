@@ -203,11 +203,11 @@ def test_rows_keep_their_order_ids_and_errors(client: TestClient) -> None:
     assert rows[1]["error"]["code"] == int(ref["error"][1])
 
 
-def test_collector_settings_last_only_while_the_service_runs() -> None:
-    import gc
-
-    before = gc.get_threshold()
-    with service() as client:
-        assert client.get("/readyz").status_code == 200
-        assert gc.get_threshold()[0] > before[0] and gc.get_freeze_count() > 0
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+def test_answers_carry_server_timing(client: TestClient) -> None:
+    r = client.post("/v1/price", json={"options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}]})
+    assert r.status_code == 200
+    parts = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
+    assert set(parts) == {"recv", "app"}
+    assert 0.0 <= float(parts["recv"]) <= float(parts["app"])
+    assert "server-timing" in client.get("/healthz").headers

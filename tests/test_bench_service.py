@@ -62,6 +62,12 @@ def test_parse_wrk_without_errors_or_script_line() -> None:
         service.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
 
 
+def test_server_timing_is_read_by_name() -> None:
+    got = service.server_timing("recv;dur=12.5, app;dur=40.25, db;desc=x")
+    assert got == {"recv": 12.5, "app": 40.25}
+    assert service.server_timing("") == {}
+
+
 def test_missing_wrk_exits_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as exc:
@@ -125,6 +131,8 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert len(arrow["service"]["times_s"]) == service.TINY_ARROW_REPEAT
     assert arrow["service"]["options_per_s"] > 0 and arrow["library"]["options_per_s"] > 0
     assert arrow["agrees"]
+    svc = arrow["service"]
+    assert 0 <= svc["server_recv_median_s"] <= svc["server_answer_median_s"] <= svc["median_s"]
 
     assert [t["pass"] is None for t in data["targets"]] == [False, False, False, True]
     assert all(t["ratio"] > 0 for t in data["targets"])
@@ -143,4 +151,5 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     printed = capsys.readouterr().out
     assert "| request | server | connections" in printed
     assert "share these CPUs" in printed
+    assert "until its answer started" in printed
     assert "PASS" in printed or "FAIL" in printed

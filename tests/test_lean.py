@@ -3,6 +3,8 @@ middleware and documentation as a FastAPI route."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from fastapi import HTTPException, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -87,3 +89,13 @@ def test_service_failure_inside_a_json_route_is_a_clean_500(
         assert "exploded" not in r.text
         metrics = client.get("/metrics").text
         assert 'endpoint="/v1/price",method="POST",status="500"' in metrics
+
+
+def test_collector_settings_last_only_while_the_service_runs() -> None:
+    # (no other service may run in this process meanwhile: they share the app)
+    before = gc.get_threshold()
+    with service() as client:
+        assert client.get("/readyz").status_code == 200
+        assert gc.get_threshold()[0] > before[0] and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
