@@ -26,9 +26,9 @@ from pydantic import BaseModel, ValidationError
 
 import gpu_pricer as gp
 
+from .middleware import JSON
 from .schemas import ImpliedVolRequest, PriceRequest
 
-JSON = "application/json"
 #: The spellings of a call the request models accept (a boolean column: True = call).
 CALLS = frozenset(("call", "c", "CALL", "C", "Call"))
 Body = TypeVar("Body", bound=BaseModel)

@@ -22,7 +22,7 @@ path.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +32,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.routing import Route
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from .middleware import JSON, ASGIApp, Receive, Scope, Send, content_type
+
 Handler = Callable[[Request], Awaitable[Response]]
-JSON = b"application/json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,7 @@ class LeanApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"] in self.lean_routes and _is_json(scope)):
+                and scope["path"] in self.lean_routes and content_type(scope) == JSON):
             if self._lean_stack is None:
                 self._lean_stack = self._build_lean_stack()
             if self.root_path:
@@ -132,9 +129,3 @@ class LeanApp(FastAPI):
             self.openapi_schema = spec
         return self.openapi_schema
 
-
-def _is_json(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return bool(value.split(b";")[0].strip().lower() == JSON)
-    return False

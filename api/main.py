@@ -30,7 +30,7 @@ from . import arrow_io, jsonio, metrics, openapi
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .book import router as book_router
 from .lean import LeanApp
-from .middleware import AccessLog, BodyLimit
+from .middleware import AccessLog, BodyLimit, header
 from .ratelimit import RateLimiter, enforce
 from .schemas import ImpliedVolRequest, ImpliedVolResponse, PriceRequest, PriceResponse
 from .security import authenticate, load_hashes
@@ -212,20 +212,7 @@ async def _submit(request: Request, model: str, greeks: tuple[str, ...], cols: d
 async def price(request: Request) -> Response:
     """Price the options through the micro-batcher; results[i] answers options[i].
     The JSON body is a PriceRequest (an Arrow stream goes to the Arrow handler)."""
-    await guard(request)
-    deadline_ms = _deadline_ms(request)
-    body = jsonio.parse(PriceRequest, await request.body())
-    _check_count(len(body.options))
-    if not body.options:
-        return jsonio.response({"model": body.model, "backend": _backend_in_use(),
-                                "results": []})
-    greeks = _greeks(body.model, body.greeks, ["body", "greeks"])
-    cols = jsonio.columns(body, "sigma")
-    out = await _submit(request, body.model, greeks, cols, len(body.options), deadline_ms)
-    _check_strict(body.strict, out["error"])
-    return jsonio.response({"model": body.model, "backend": _backend_in_use(),
-                            "results": jsonio.results([o.id for o in body.options], out,
-                                                      ["price", *greeks])})
+    return await _json_route(request, PriceRequest, "price")
 
 
 async def implied_vol(request: Request) -> Response:
@@ -233,20 +220,34 @@ async def implied_vol(request: Request) -> Response:
     (gpu_pricer.implied_vol); results[i] answers options[i].  implied_vol is per
     sqrt(year): lognormal for bsm and black76, absolute (normal) for bachelier.
     The JSON body is an ImpliedVolRequest."""
-    await guard(request)
+    return await _json_route(request, ImpliedVolRequest, "implied_vol")
+
+
+async def _json_route(request: Request, model: type[PriceRequest | ImpliedVolRequest],
+                      kind: str) -> Response:
+    """The JSON form of a pricing route: guards, deadline, body, the batcher,
+    the answer (kind "price": the price and the requested Greeks; kind
+    "implied_vol": the implied vol)."""
+    await authenticate(request)
+    await enforce(request)
     deadline_ms = _deadline_ms(request)
-    body = jsonio.parse(ImpliedVolRequest, await request.body())
+    body = jsonio.parse(model, await request.body())
     _check_count(len(body.options))
+    answer: dict[str, Any] = {"model": body.model, "backend": _backend_in_use(), "results": []}
     if not body.options:
-        return jsonio.response({"model": body.model, "backend": _backend_in_use(),
-                                "results": []})
-    cols = jsonio.columns(body, "price")
-    out = await _submit(request, body.model, (), cols, len(body.options), deadline_ms,
-                        kind="implied_vol")
+        return jsonio.response(answer)
+    if isinstance(body, PriceRequest):
+        greeks = _greeks(body.model, body.greeks, ["body", "greeks"])
+        cols, names = jsonio.columns(body, "sigma"), ["price", *greeks]
+    else:
+        greeks = ()
+        cols, names = jsonio.columns(body, "price"), ["implied_vol"]
+    out = await _submit(request, body.model, greeks, cols, len(body.options), deadline_ms,
+                        kind=kind)
     _check_strict(body.strict, out["error"])
-    return jsonio.response({"model": body.model, "backend": _backend_in_use(),
-                            "results": jsonio.results([o.id for o in body.options], out,
-                                                      ["implied_vol"])})
+    answer["backend"] = _backend_in_use()  # the CPU, if a device fault moved the batch
+    answer["results"] = jsonio.results([o.id for o in body.options], out, names)
+    return jsonio.response(answer)
 
 
 #: The JSON forms of the two pricing routes take the short path (`api.lean`).
@@ -256,19 +257,9 @@ app.lean_post("/v1/implied-vol", implied_vol, response_model=ImpliedVolResponse,
               body_model=ImpliedVolRequest, doc=openapi.IV_DOC)
 
 
-async def guard(request: Request) -> None:
-    """The API key, then the caller's rate limit (the GUARDS, called directly;
-    nothing to do when the service runs without keys and limits)."""
-    state = request.app.state
-    if state.api_keys or state.rate_limiter.items:
-        await authenticate(request)
-        await enforce(request)
-
-
 def _deadline_ms(request: Request) -> int | None:
     """The X-Deadline-Ms header (a positive integer), or None; 422 otherwise."""
-    raw = next((v.decode("latin-1") for k, v in request.scope["headers"]
-                if k == b"x-deadline-ms"), None)
+    raw = header(request.scope, b"x-deadline-ms")
     if raw is None:
         return None
     value = raw.strip()

@@ -42,11 +42,17 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 access_log = logging.getLogger("gpu_pricer.access")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def content_type(scope: Scope) -> str:
+    """The request's media type, lower case, without parameters ("" when none)."""
+    return (header(scope, b"content-type") or "").split(";")[0].strip().lower()
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
@@ -70,7 +76,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        ctype = content_type(scope)
         if ctype not in (JSON, ARROW_STREAM):
             await _send_json(send, 415, {"detail": f"unsupported content type "
                                          f"{ctype or 'none'!r}; use {JSON} or {ARROW_STREAM}"})
@@ -78,7 +84,7 @@ class BodyLimit:
         if ctype == ARROW_STREAM and scope["path"] in self.arrow_routes:
             scope["path"] = self.arrow_routes[scope["path"]]
         limit = self.max_body_bytes()
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > limit:
                 await _send_json(send, 413, {"detail": f"body over {limit} bytes"})
@@ -140,7 +146,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = (_header(scope, b"x-request-id") or "")[:64] or os.urandom(16).hex()
+        request_id = (header(scope, b"x-request-id") or "")[:64] or os.urandom(16).hex()
         status = 500
         received = started  # when the last byte of the request body arrived
 

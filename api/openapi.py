@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .arrow_io import ARROW_STREAM
-
-JSON = "application/json"
+from .middleware import JSON
 
 DEADLINE_HEADER = {
     "name": "x-deadline-ms", "in": "header", "required": False,
