@@ -8,7 +8,7 @@ library's keyword columns (`columns`), and the answer is built column by
 column (`results`), then serialised once by orjson.  The routes call these
 themselves rather than declaring a body parameter: FastAPI's parameter
 machinery cost more per small request than everything else the service does
-for it (`bench.service`).
+for it (profiled under `bench.service`'s single-option load).
 """
 
 from __future__ import annotations

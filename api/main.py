@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.set_backend(chosen, status[chosen].reason)
     # Everything alive now (modules, compiled kernels, the app) lives as long as
     # the process: out of the collector's sight, a full collection no longer
-    # walks it (it took up to 0.2 s under load, every request waiting).
+    # walks it (under load such collections stalled every request in flight).
     gc.collect()
     gc.freeze()
     # A request allocates a few hundred short-lived objects: collecting the

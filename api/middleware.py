@@ -124,9 +124,9 @@ class AccessLog:
     The lines of the requests that end in one turn of the event loop go to
     the ``gpu_pricer.access`` logger as one record, one line each, at the
     loop's next turn: a micro-batch answers its requests together, and a
-    logging record per request cost more than the rest of a one-option
-    request's handling (`bench.service`).  Under light load that is one
-    line per record, written at once."""
+    logging record per request was a large share of a one-option request's
+    handling (profiled under `bench.service`'s load).  Under light load that
+    is one line per record, written at once."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
