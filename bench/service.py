@@ -292,6 +292,25 @@ def run_wrk(wrk: str, url: str, connections: int, duration_s: int, script: Path,
 # --- the servers --------------------------------------------------------------------------
 
 
+def proc_usage(pid: int) -> dict[str, float | None]:
+    """A process's CPU time so far (user + system, s) and its resident memory now
+    and at its peak (VmRSS, VmHWM, MiB), read from /proc; None where /proc has
+    no such process (not Linux, or gone)."""
+    out: dict[str, float | None] = {"cpu_s": None, "rss_mib": None, "peak_rss_mib": None}
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return out
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+    out["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):  # "  123456 kB"
+            out["rss_mib" if key == "VmRSS" else "peak_rss_mib"] = int(value.split()[0]) / 1024
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -323,6 +342,11 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start(self) -> None:
         self._log = self.log_path.open("wb")
@@ -597,6 +621,10 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
                        for key in ("coalescing-on", "coalescing-off")}
             primed = {key: f.result() for key, f in futures.items()}
         log("primed both services with one request per body")
+        # each service's memory after its warm-up and first requests: its resting size
+        resources: dict[str, dict[str, Any]] = {
+            key: {"ready": proc_usage(servers[key].pid)}
+            for key in ("coalescing-on", "coalescing-off")}
 
         # the ceiling answers what the service answered to the one-option body
         answer = post(client, f"{servers['coalescing-on'].base}/v1/price", bodies["single"],
@@ -622,8 +650,11 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
                 url = f"{servers[key].base}/v1/price"
                 warmup = run_wrk(wrk, url, conns, cfg["warmup_s"], script, body_files[scenario],
                                  JSON_TYPE, pids)
+                before = proc_usage(servers[key].pid)
                 res = run_wrk(wrk, url, conns, cfg["duration_s"], script, body_files[scenario],
                               JSON_TYPE, pids)
+                res["server_cores"] = _cores(before, proc_usage(servers[key].pid),
+                                             res["elapsed_s"])
                 n = SCENARIOS[scenario][0]
                 points.append({"scenario": scenario, "server": key, "connections": conns,
                                "options_per_request": n, "duration_s": cfg["duration_s"],
@@ -638,6 +669,8 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
         log(f"Arrow: {cfg['arrow_rows']:,} rows, {cfg['arrow_repeat']} rounds and a warm-up")
         arrow = measure_arrow(client, servers["coalescing-on"], cfg["arrow_rows"],
                               cfg["arrow_repeat"], library_backend, log)
+        for key in ("coalescing-on", "coalescing-off"):
+            resources[key]["end"] = proc_usage(servers[key].pid)
         # stop them here, in order, so the record says how each one ended
         for server in servers.values():
             server.stop()
@@ -688,11 +721,37 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
         "wrk_pids": pids,
         "points": points,
         "arrow": arrow,
+        "resources": resources_report(resources, points, arrow),
     }
     report["targets"] = targets(report)
     report["checks"] = checks(report)
     report["ok"] = all(c["pass"] for c in report["checks"])
     return report
+
+
+def _cores(before: dict[str, float | None], after: dict[str, float | None],
+           wall_s: float) -> float | None:
+    """CPU cores a process kept busy between two `proc_usage` readings."""
+    if before["cpu_s"] is None or after["cpu_s"] is None or not wall_s > 0:
+        return None
+    return (after["cpu_s"] - before["cpu_s"]) / wall_s
+
+
+def resources_report(resources: dict[str, dict[str, Any]], points: list[dict[str, Any]],
+                     arrow: dict[str, Any]) -> dict[str, Any]:
+    """What the service processes used: resident memory at rest (after warm-up)
+    and at peak (VmHWM at the end: the Arrow requests of `arrow['rows']` rows
+    went to coalescing-on), and the most CPU cores one kept busy at a point.
+    The Kubernetes manifests are sized from these (docs/deploy.md)."""
+    out: dict[str, Any] = {}
+    for key, r in resources.items():
+        cores = [p["server_cores"] for p in points
+                 if p["server"] == key and p.get("server_cores") is not None]
+        out[key] = {"rss_ready_mib": r["ready"]["rss_mib"],
+                    "peak_rss_mib": r["end"]["peak_rss_mib"],
+                    "max_cores": max(cores) if cores else None}
+    out["arrow_rows"] = arrow["rows"]
+    return out
 
 
 def versions(wrk: str) -> dict[str, str]:
@@ -882,7 +941,24 @@ def summary(report: dict[str, Any]) -> str:
                   f"rounds on fresh books; answers equal the library's to "
                   f"{arrow['max_rel_diff']:.1g} relative (bitwise: {arrow['bitwise_equal']}).")
     return "\n\n".join([head, table(report), arrow_table(report), arrow_note,
-                        "\n".join(verdicts)]) + "\n"
+                        resources_note(report), "\n".join(verdicts)]) + "\n"
+
+
+def resources_note(report: dict[str, Any]) -> str:
+    res = report.get("resources")
+    if not res:
+        return "Service processes' memory and CPU: not recorded."
+    parts = []
+    for key in ("coalescing-on", "coalescing-off"):
+        r = res[key]
+        if r["peak_rss_mib"] is None:
+            parts.append(f"{SERVERS[key]}: not measured (no /proc)")
+            continue
+        cores = "n/a" if r["max_cores"] is None else f"{r['max_cores']:.2f}"
+        parts.append(f"{SERVERS[key]}: RSS {r['rss_ready_mib']:,.0f} MiB after warm-up, peak "
+                     f"{r['peak_rss_mib']:,.0f} MiB, at most {cores} CPU cores busy at a point")
+    return (f"Service processes (from /proc; the peak of coalescing on includes the "
+            f"{res['arrow_rows']:,}-row Arrow requests): " + "; ".join(parts) + ".")
 
 
 def plot(report: dict[str, Any], latency_path: Path, batching_path: Path) -> None:

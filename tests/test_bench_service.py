@@ -68,6 +68,21 @@ def test_server_timing_is_read_by_name() -> None:
     assert service.server_timing("") == {}
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_proc_usage_reads_cpu_and_memory() -> None:
+    before = service.proc_usage(os.getpid())
+    burn = sum(i * i for i in range(2_000_000))  # some CPU time to see
+    after = service.proc_usage(os.getpid())
+    assert burn > 0
+    assert after["cpu_s"] is not None and before["cpu_s"] is not None
+    assert after["cpu_s"] > before["cpu_s"]
+    assert after["rss_mib"] is not None and after["peak_rss_mib"] is not None
+    assert 1 < after["rss_mib"] <= after["peak_rss_mib"]
+    # a pid that does not exist: nothing, rather than an error
+    assert service.proc_usage(2**22 + 12345) == {"cpu_s": None, "rss_mib": None,
+                                                 "peak_rss_mib": None}
+
+
 def test_missing_wrk_exits_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit) as exc:
@@ -94,8 +109,8 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert Path(path).stat().st_size > 0, path
     data = json.loads(Path(files["json"]).read_text(encoding="utf-8"))
     expected = {"benchmark", "timestamp", "command", "machine", "versions", "config",
-                "servers", "processes", "wrk_pids", "points", "arrow", "targets", "checks",
-                "ok"}
+                "servers", "processes", "wrk_pids", "points", "arrow", "resources", "targets",
+                "checks", "ok"}
     assert expected <= data.keys()
     assert data["command"].startswith("python -m bench.service --tiny")
     assert data["versions"]["wrk"].startswith("wrk")
@@ -133,6 +148,15 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert arrow["agrees"]
     svc = arrow["service"]
     assert 0 <= svc["server_recv_median_s"] <= svc["server_answer_median_s"] <= svc["median_s"]
+
+    # the service processes' memory and CPU, which k8s/ is sized from (Linux /proc)
+    res = data["resources"]
+    assert res["arrow_rows"] == service.TINY_ARROW_ROWS
+    for key in ("coalescing-on", "coalescing-off"):
+        r = res[key]
+        assert 50 < r["rss_ready_mib"] <= r["peak_rss_mib"] < 24 * 1024, (key, r)
+        assert 0 < r["max_cores"] < 4 * (os.cpu_count() or 1), (key, r)
+    assert "MiB after warm-up" in Path(files["md"]).read_text(encoding="utf-8")
 
     assert [t["pass"] is None for t in data["targets"]] == [False, False, False, True]
     assert all(t["ratio"] > 0 for t in data["targets"])

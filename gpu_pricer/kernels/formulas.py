@@ -82,6 +82,14 @@ OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW
 BAD_PRICE, BELOW_INTRINSIC, ABOVE_BOUND, NO_SOLUTION = 8, 9, 10, 11
 
 
+#: Veltkamp's splitting constant 2^27 + 1 (exact products of two halves).
+SPLIT = 134217729.0
+#: z*z above this: e^{-z^2/2} underflows to 0 (e^{-745.2} is the least subnormal).
+GAUSS_ZERO = 1491.0
+#: e^{-(h^2+t^2)/2} below this (near subnormal), the asymptotic branch takes
+#: n(h +- t) from h +- t directly rather than as its product with e^{-+ht}.
+DENSITY_TINY = 1e-290
+
 # 1/(k+1) for the series loop (multiplications, not divisions, on the hot path).
 _INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
 
@@ -103,6 +111,29 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     @jit
     def norm_pdf(z: float) -> float:
         return INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+    @jit
+    def gauss(z: float) -> float:
+        """e^{-z^2/2} to about 1 ulp: the rounding error of z*z (up to z^2/2 ulps
+        of the result if left in the exponent) is recovered exactly by
+        Veltkamp's split and applied to first order."""
+        zz = z * z
+        if not zz < GAUSS_ZERO:
+            return 0.0 if zz > 0.0 else math.exp(-0.5 * zz)  # 0, or NaN for NaN
+        c = SPLIT * z
+        hi = c - (c - z)
+        lo = z - hi
+        err = ((hi * hi - zz) + 2.0 * hi * lo) + lo * lo  # z*z = zz + err exactly
+        return math.exp(-0.5 * zz) * (1.0 - 0.5 * err)
+
+    @jit
+    def gauss_sum(a: float, b: float) -> float:
+        """e^{-(a+b)^2/2} to a few ulps: the rounding of a + b (Knuth's
+        two-sum) applied to first order."""
+        z = a + b
+        bb = z - a
+        dz = (a - (z - bb)) + (b - bb)  # a + b = z + dz exactly
+        return gauss(z) * (1.0 - z * dz)
 
     @jit
     def miller_ratio(h: float, k: int, n_start: int) -> float:
@@ -164,26 +195,44 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return even, odd
 
     @jit
-    def asymptotic_difference(h: float, t: float) -> float:
-        """M(h+t) - M(h-t) for h + t << 0 by the asymptotic series of M."""
+    def asymptotic_parts(h: float, t: float) -> Any:
+        """(M(h+t) - M(h-t), M(h+t), M(h-t)) for h + t << 0 by the asymptotic
+        series M(z) ~ sum_m (-1)^m (2m-1)!! |z|^-(2m+1), the difference
+        summed as such (nothing cancels)."""
         p = 1.0 / (-h - t)
         q = 1.0 / (-h + t)
         sp = p + q
         pq = p * q
+        pp = p * p
+        qq = q * q
         e_even = 0.0  # e_{2m}, starting at e_0
-        e_odd = 1.0  # e_{2m+1}, starting at e_1
+        e_odd = 1.0  # e_{2m+1} = (p^{2m+1} - q^{2m+1})/(p - q), starting at e_1
         total = 1.0
         coef = 1.0
+        p_pow = p  # p^{2m+1}
+        q_pow = q
+        m_p = p
+        m_q = q
         for m in range(1, 40):
             # e_{n+1} = (p + q) e_n - p q e_{n-1}, two steps per term
             e_even = sp * e_odd - pq * e_even
             e_odd = sp * e_even - pq * e_odd
             coef *= -(2.0 * m - 1.0)
+            p_pow *= pp
+            q_pow *= qq
+            m_p += coef * p_pow
+            m_q += coef * q_pow
             term = coef * e_odd
             total += term
+            # e_{2m+1} >= p^{2m}: M(h+t) and M(h-t) have converged too
             if abs(term) < 1e-17 * abs(total):
                 break
-        return 2.0 * t * pq * total
+        return 2.0 * t * pq * total, m_p, m_q
+
+    @jit
+    def asymptotic_difference(h: float, t: float) -> float:
+        """M(h+t) - M(h-t) for h + t << 0 by the asymptotic series of M."""
+        return asymptotic_parts(h, t)[0]
 
     @jit
     def black_parts(ax: float, h: float, s: float, e: float) -> Any:
@@ -196,14 +245,21 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             return 0.0, 0.0, 0.0, 0.0, e
         t = 0.5 * s
         if h + t < ASYMPTOTIC_D1:
-            b = INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t)) * asymptotic_difference(h, t)
-            return b, norm_cdf(h + t), norm_cdf(h - t), norm_pdf(h + t), e
+            # n(h +- t) = n0 e^{-+ht} = n0 e^{+-ax/2}: one density for all three
+            n0 = INV_SQRT_2PI * gauss(h) * gauss(t)
+            diff, m_a, m_b = asymptotic_parts(h, t)
+            if n0 > DENSITY_TINY and e < 1e290:
+                n_a = n0 * e
+                return n0 * diff, n_a * m_a, n0 / e * m_b, n_a, e
+            n_a = INV_SQRT_2PI * gauss_sum(h, t)
+            return n0 * diff, n_a * m_a, INV_SQRT_2PI * gauss_sum(h, -t) * m_b, n_a, e
         if t < SMALL_T:
-            cdf = norm_cdf(h)
+            # N(h) = n(h) M(h) = n(h)/(rho1 - h): both terms >= 0, no erfc needed
+            r1 = rho1(h)
             g = gauss_small(t)
-            even, odd = taylor_sums(h, t, rho1(h))
-            c = cdf * g
-            pdf_g = INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t))
+            even, odd = taylor_sums(h, t, r1)
+            pdf_g = INV_SQRT_2PI * gauss(h) * g
+            c = pdf_g / (r1 - h)
             return 2.0 * c * odd, c * e * (even + odd), c / e * (even - odd), pdf_g * e, e
         pa = norm_cdf(h + t)
         pb = norm_cdf(h - t)
@@ -457,12 +513,14 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
 
     return SimpleNamespace(
         rho1=rho1,  # exported for its table's test
+        black_parts=black_parts,  # and for its own
         rows={BSM: bsm_row, BLACK76: black76_row, BACHELIER: normal_row},
         # the parts the implied-vol solver builds on (`kernels.implied`)
         norm_cdf=norm_cdf,
         norm_pdf=norm_pdf,
         finite=finite,
         asymptotic_difference=asymptotic_difference,
+        gauss=gauss,
         taylor_sums=taylor_sums,
         gauss_small=gauss_small,
         bachelier_otm=bachelier_otm,

@@ -70,6 +70,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     asymptotic_difference = F.asymptotic_difference
     taylor_sums = F.taylor_sums
     gauss_small = F.gauss_small
+    gauss = F.gauss
     rho1 = F.rho1
     bachelier_otm = F.bachelier_otm
 
@@ -95,10 +96,12 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         h = -ax / s
         t = 0.5 * s
         if h + t < f.ASYMPTOTIC_D1:
-            return INV_SQRT_2PI * math.exp(-0.5 * (h * h + t * t)) * asymptotic_difference(h, t)
+            return INV_SQRT_2PI * gauss(h) * gauss(t) * asymptotic_difference(h, t)
         if t < f.SMALL_T:
-            _, odd = taylor_sums(h, t, rho1(h))
-            return 2.0 * norm_cdf(h) * gauss_small(t) * odd
+            r1 = rho1(h)
+            _, odd = taylor_sums(h, t, r1)
+            # N(h) = n(h)/(rho1 - h), as in `formulas.black_parts`
+            return 2.0 * INV_SQRT_2PI * gauss(h) / (r1 - h) * gauss_small(t) * odd
         return norm_cdf(h + t) / e - e * norm_cdf(h - t)
 
     @jit
