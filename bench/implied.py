@@ -11,11 +11,11 @@ prices, in one run:
 2. vollib's ``black_scholes_merton.implied_volatility``, one call per option
    (Jaeckel's algorithm in Python), timed on a sample (default 5,000) and
    labelled as extrapolated.
-3. The vectorized peers where they install and run: py_vollib_vectorized
-   and fast_vollib; one that fails at first use is listed with the error,
-   never estimated.  (fastvol, whose CPU build the issue quotes at about
-   6.5 M solves/s, publishes only a source distribution whose build did not
-   finish within 15 minutes on this machine: not measured.)
+3. The vectorized peers where they install and run: py_vollib_vectorized,
+   fast_vollib and fastvol (its CPU build at a 1e-12 tolerance; it is not a
+   project dependency, as it needs PyTorch and builds from source: README
+   gives the commands); one that is missing or fails at first use is listed
+   with the error, never estimated.
 
 Timing rules are `bench.core`'s: a warm-up round (compilation) excluded,
 then ``--repeat`` rounds on fresh books, methods interleaved in a rotated
@@ -131,11 +131,27 @@ def solve_fast_vollib(book: Book) -> Outputs:
     return {"implied_vol": np.asarray(iv, dtype=np.float64)}
 
 
+#: fastvol's stopping tolerance here: the issue quotes its CPU build at 1e-12.
+FASTVOL_TOL = 1e-12
+
+
+def solve_fastvol(book: Book) -> Outputs:
+    """fastvol's CPU batch solver (fp64, tolerance FASTVOL_TOL, its default
+    iteration cap)."""
+    from fastvol.european import bsm
+
+    iv = bsm.iv(book["price"], book["spot"], book["strike"], book["option_type"], book["t"],
+                book["r"], book["q"], tol=FASTVOL_TOL, precision="fp64")
+    return {"implied_vol": np.asarray(iv, dtype=np.float64)}
+
+
 PEERS: dict[str, tuple[str, Callable[[Book], Outputs]]] = {
     "py_vollib_vectorized": ("py_vollib_vectorized.vectorized_implied_volatility",
                              solve_py_vollib_vectorized),
     "fast_vollib": ("fast_vollib.fast_implied_volatility (its default backend)",
                     solve_fast_vollib),
+    "fastvol": (f"fastvol.european.bsm.iv, CPU build, fp64, tol {FASTVOL_TOL:g}",
+                solve_fastvol),
 }
 
 

@@ -15,14 +15,22 @@ condition number (tests/test_accuracy.py checks this against mpmath):
 * ``h + t < -10``: the asymptotic expansion of Mills' ratio
   ``M(z) = N(z)/n(z) ~ sum_m (-1)^m (2m-1)!! / |z|^(2m+1)`` in
   ``b = n(h) e^{-t^2/2} (M(h+t) - M(h-t))``, the difference of powers taken
-  factor by factor, so nothing cancels;
+  factor by factor, so nothing cancels; the same loop sums ``M(h +- t)``
+  themselves, so ``N(h +- t) = n(h +- t) M(h +- t)`` for the Greeks need no
+  erfc (whose rounded argument ``-z/sqrt(2)`` alone costs up to ``z^2`` ulps
+  in the far tail);
 * ``t < SMALL_T``: the Taylor series in ``t`` of ``M(h +- t)``, whose
   coefficients ``I_k(h)/I_0(h)`` (``I_k = M^(k) = int_0^inf u^k e^{hu-u^2/2} du``)
   follow from ``I_{k+1} = h I_k + k I_{k-1}`` started at ``I_1/I_0``, read
-  from a Chebyshev table (`mills_table`); the same series gives ``N(d1)``,
-  ``N(d2)`` and ``n(d1)`` for the Greeks without further erfc calls;
+  from a Chebyshev table (`mills_table`); ``N(h) = n(h)/(I_1/I_0 - h)`` (a
+  sum of two non-negative terms) and the same series give ``N(d1)``,
+  ``N(d2)`` and ``n(d1)`` for the Greeks without any erfc call;
 * elsewhere the textbook formula, whose subtraction loses at most a factor
   ``|h|/(2t)`` there, below the condition number.
+
+The densities ``e^{-z^2/2}`` there are corrected for the rounding of ``z*z``
+(and of ``h +- t``), so each part is within a few ulps for exact inputs
+(tests/test_accuracy.py, `test_kernel_black_parts_are_accurate_to_a_few_ulps`).
 
 In-the-money prices are the discounted intrinsic value (exact at t = 0)
 plus the out-of-the-money time value.  The Bachelier price uses
