@@ -26,6 +26,7 @@ import anyio.to_thread
 import numpy as np
 
 import gpu_pricer as gp
+from gpu_pricer import buffers
 
 from . import metrics
 from .scheduler import Admission, Batch, Scheduler
@@ -73,6 +74,20 @@ class BatcherStats:
     options: int = 0
     requests_per_batch: list[int] = field(default_factory=list)
     fallbacks: int = 0  # batches retried on the CPU after a device fault
+
+
+def _allocate(job: _Job, result: Mapping[str, Any]) -> None:
+    """The output arrays of a request computed over several batches: the
+    outputs of each dtype as rows of one block from the library's buffer pool,
+    so that a bulk request reuses the memory of the last one rather than
+    faulting in fresh pages (a million rows with five Greeks: 56 MB)."""
+    by_dtype: dict[np.dtype[Any], list[str]] = {}
+    for name in job.outputs:
+        by_dtype.setdefault(result[name].dtype, []).append(name)
+    for dtype, names in by_dtype.items():
+        block = buffers.OUTPUTS.empty((len(names), job.n), dtype)
+        for j, name in enumerate(names):
+            job.out[name] = block[j]
 
 
 def _expire(future: asyncio.Future[dict[str, Any]], timeout_s: float) -> None:
@@ -254,14 +269,14 @@ class MicroBatcher:
         metrics.OPTIONS_PRICED.labels(self._backend, jobs[0].model, jobs[0].kind).inc(batch.size)
         for s, job in zip(batch.slices, jobs, strict=True):
             whole = s.size == job.n  # the request fits in this batch: views, no copy
+            if not whole and not job.out:
+                _allocate(job, result)
             for name in job.outputs:
                 rows = result[name][s.offset:s.offset + s.size]
                 if whole:
                     job.out[name] = rows
-                    continue
-                if name not in job.out:
-                    job.out[name] = np.empty(job.n, dtype=rows.dtype)
-                job.out[name][s.start:s.stop] = rows
+                else:
+                    job.out[name][s.start:s.stop] = rows
             job.done_rows += s.size
             if job.done_rows == job.n:
                 self._jobs.pop(job.key, None)

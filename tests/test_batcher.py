@@ -98,6 +98,39 @@ def test_large_request_is_priced_in_slices_in_order() -> None:
     np.testing.assert_array_equal(out["error"], ref["error"])
 
 
+def test_bulk_outputs_reuse_memory_only_once_released() -> None:
+    """A request over several batches gets its outputs in one block from the
+    library's buffer pool: a later request reuses it once the first request's
+    arrays are gone, and never while they are held."""
+    n = 300_000  # price + delta: 2 x 300,000 x 8 bytes, above the pool's minimum
+
+    async def main() -> None:
+        b = MicroBatcher(max_batch_options=100_000, max_delay_s=0.0,
+                         max_queue_options=10 * n, backend="numba")
+        await b.start()
+
+        async def bulk(seed: int) -> dict[str, Any]:
+            return await b.submit(model="bsm", greeks=("delta",), columns=_columns(n, seed),
+                                  n=n, timeout_s=30)
+
+        first = await bulk(1)
+        second = await bulk(2)  # the first still held: fresh memory
+        assert not np.shares_memory(first["price"], second["price"])
+        for seed, out in ((1, first), (2, second)):
+            ref = gp.price(greeks=["delta"], backend="numba", **_columns(n, seed))
+            for name in ("price", "delta", "error"):
+                np.testing.assert_array_equal(out[name], ref[name])
+        address = first["price"].__array_interface__["data"][0]
+        del first
+        third = await bulk(3)  # the first's block is free again: reused
+        assert third["price"].__array_interface__["data"][0] == address
+        ref = gp.price(greeks=["delta"], backend="numba", **_columns(n, 3))
+        np.testing.assert_array_equal(third["delta"], ref["delta"])
+        await b.stop()
+
+    _run(main())
+
+
 def test_queue_full_and_deadline() -> None:
     rec = Recorder()
 

@@ -83,3 +83,54 @@ def test_manifests_agree_with_the_code(overlay: str) -> None:
             assert metric["pods"]["metric"]["name"] in exported
     gpus = container["resources"]["limits"].get("nvidia.com/gpu")
     assert (gpus == 1) if overlay == "gpu" else gpus is None
+
+
+def _mib(quantity: str) -> float:
+    """A Kubernetes memory quantity in MiB ("2Gi", "1536Mi", "2G", "2147483648")."""
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0**2,
+             "k": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+    for suffix in sorted(units, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * units[suffix]
+    return float(quantity) / 2**20
+
+
+def _cores(quantity: str) -> float:
+    return float(quantity.removesuffix("m")) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _service_bench() -> dict[str, Any]:
+    """The newest full `python -m bench.service` record (files of runs with other
+    settings carry a suffix after "-service")."""
+    import json
+
+    runs = sorted((ROOT / "bench" / "results").glob("*-service.json"))
+    assert runs, "no bench.service record in bench/results"
+    data: dict[str, Any] = json.loads(runs[-1].read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_resources_are_sized_from_the_service_bench(overlay: str) -> None:
+    """docs/deploy.md's sizing rule, against the newest bench.service record: the
+    memory request holds the service's measured peak (warm-up, the JSON loads,
+    a million-row Arrow request), the limit the largest Arrow request the
+    settings allow (resting size plus the measured growth, scaled to
+    GPU_PRICER_MAX_ARROW_ROWS), the CPU request the most cores it kept busy.
+    On the GPU overlay these host-side figures are a floor (the CUDA context
+    and pinned buffers come on top; not measured without a GPU)."""
+    bench = _service_bench()
+    res = bench["resources"]["coalescing-on"]  # the one that took the Arrow requests
+    peak = max(bench["resources"][k]["peak_rss_mib"] for k in ("coalescing-on",
+                                                                 "coalescing-off"))
+    assert bench["config"]["tiny"] is False
+    docs = _render(overlay)
+    container = _kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    config = _kind(docs, "ConfigMap", "gpu-pricer-settings")["data"]
+    max_rows = int(config.get("GPU_PRICER_MAX_ARROW_ROWS",
+                              ServiceSettings.model_fields["max_arrow_rows"].default))
+    growth = (res["peak_rss_mib"] - res["rss_ready_mib"]) / bench["resources"]["arrow_rows"]
+    assert _mib(requests["memory"]) >= peak
+    assert _mib(limits["memory"]) >= res["rss_ready_mib"] + growth * max_rows
+    assert _cores(requests["cpu"]) >= res["max_cores"]
