@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 import gpu_pricer as gp
 from gpu_pricer import dispatch
 
-from . import arrow_io, jsonio, metrics, openapi
+from . import arrow_io, jsonio, memory, metrics, openapi
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
 from .book import router as book_router
 from .lean import LeanApp
@@ -68,6 +68,8 @@ GC_YOUNG_THRESHOLD = 20_000
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_service_settings()
+    if settings.keep_freed_memory:
+        app.state.keeps_freed_memory = memory.keep_freed_memory()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app.state.ready = False
     app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)

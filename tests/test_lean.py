@@ -97,5 +97,10 @@ def test_collector_settings_last_only_while_the_service_runs() -> None:
     with service() as client:
         assert client.get("/readyz").status_code == 200
         assert gc.get_threshold()[0] > before[0] and gc.get_freeze_count() > 0
+        # and, on glibc, malloc keeps freed buffers for the next bulk request
+        from api.main import app
+        from api.memory import keep_freed_memory
+
+        assert app.state.keeps_freed_memory is keep_freed_memory()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
