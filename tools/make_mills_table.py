@@ -10,7 +10,7 @@ import mpmath as mp
 
 mp.mp.dps = 40
 WIDTH = 0.25  # interval width in h
-PIECES = 44  # covers h in [-11, 0]
+PIECES = 160  # covers h in [-40, 0]
 DEGREE = 11
 
 

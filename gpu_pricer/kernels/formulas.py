@@ -12,14 +12,16 @@ evaluated for the out-of-the-money side ``h = -|x|/s``, ``t = s/2`` in three
 regions, so that the error stays within a few ulps times the price's own
 condition number (tests/test_accuracy.py checks this against mpmath):
 
-* ``h + t < -10``: the asymptotic expansion of Mills' ratio
+* ``t < SMALL_T`` (and ``h >= -RHO1_H``, the table's range): the short
+  Taylor series below;
+* else ``h + t < -10``: the asymptotic expansion of Mills' ratio
   ``M(z) = N(z)/n(z) ~ sum_m (-1)^m (2m-1)!! / |z|^(2m+1)`` in
   ``b = n(h) e^{-t^2/2} (M(h+t) - M(h-t))``, the difference of powers taken
   factor by factor, so nothing cancels; the same loop sums ``M(h +- t)``
   themselves, so ``N(h +- t) = n(h +- t) M(h +- t)`` for the Greeks need no
   erfc (whose rounded argument ``-z/sqrt(2)`` alone costs up to ``z^2`` ulps
   in the far tail);
-* ``t < SMALL_T``: the Taylor series in ``t`` of ``M(h +- t)``, whose
+* the short series: the Taylor series in ``t`` of ``M(h +- t)``, whose
   coefficients ``I_k(h)/I_0(h)`` (``I_k = M^(k) = int_0^inf u^k e^{hu-u^2/2} du``)
   follow from ``I_{k+1} = h I_k + k I_{k-1}`` started at ``I_1/I_0``, read
   from a Chebyshev table (`mills_table`); ``N(h) = n(h)/(I_1/I_0 - h)`` (a
@@ -63,8 +65,11 @@ SMALL_T_TERMS = 12
 SMALL_T = 0.08
 #: Extra steps of Miller's backward recurrence before the first used ratio.
 MILLER_EXTRA = 60
-#: ``h + t`` below this uses the asymptotic expansion.
+#: ``h + t`` below this uses the asymptotic expansion (unless the short series
+#: applies: t < SMALL_T and h >= -RHO1_H).
 ASYMPTOTIC_D1 = -10.0
+#: The table of I_1/I_0 (`mills_table`) covers h in [-RHO1_H, 0].
+RHO1_H = _RHO1_PIECES * _RHO1_WIDTH
 #: ``h`` at or above this uses the forward recurrence for ``I_k/I_0``.
 FORWARD_H = -2.0
 
@@ -156,7 +161,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
 
     @jit
     def rho1(h: float) -> float:
-        """I_1(h)/I_0(h) = 1/M(h) + h for -11 <= h <= 0, from the piecewise
+        """I_1(h)/I_0(h) = 1/M(h) + h for -RHO1_H <= h <= 0, from the piecewise
         polynomial table (about 1 ulp; the direct formula cancels as h^2).
         Even and odd powers run as two independent Horner chains."""
         j = int(-h * (1.0 / _RHO1_WIDTH))
@@ -252,6 +257,14 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
                 return 0.0, 0.5, 0.5, INV_SQRT_2PI, e
             return 0.0, 0.0, 0.0, 0.0, e
         t = 0.5 * s
+        if t < SMALL_T and h >= -RHO1_H:
+            # N(h) = n(h) M(h) = n(h)/(rho1 - h): both terms >= 0, no erfc needed
+            r1 = rho1(h)
+            g = gauss_small(t)
+            even, odd = taylor_sums(h, t, r1)
+            pdf_g = INV_SQRT_2PI * gauss(h) * g
+            c = pdf_g / (r1 - h)
+            return 2.0 * c * odd, c * e * (even + odd), c / e * (even - odd), pdf_g * e, e
         if h + t < ASYMPTOTIC_D1:
             # n(h +- t) = n0 e^{-+ht} = n0 e^{+-ax/2}: one density for all three
             n0 = INV_SQRT_2PI * gauss(h) * gauss(t)
@@ -261,14 +274,6 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
                 return n0 * diff, n_a * m_a, n0 / e * m_b, n_a, e
             n_a = INV_SQRT_2PI * gauss_sum(h, t)
             return n0 * diff, n_a * m_a, INV_SQRT_2PI * gauss_sum(h, -t) * m_b, n_a, e
-        if t < SMALL_T:
-            # N(h) = n(h) M(h) = n(h)/(rho1 - h): both terms >= 0, no erfc needed
-            r1 = rho1(h)
-            g = gauss_small(t)
-            even, odd = taylor_sums(h, t, r1)
-            pdf_g = INV_SQRT_2PI * gauss(h) * g
-            c = pdf_g / (r1 - h)
-            return 2.0 * c * odd, c * e * (even + odd), c / e * (even - odd), pdf_g * e, e
         pa = norm_cdf(h + t)
         pb = norm_cdf(h - t)
         return pa / e - e * pb, pa, pb, norm_pdf(h + t), e

@@ -95,13 +95,13 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
             return 0.0
         h = -ax / s
         t = 0.5 * s
-        if h + t < f.ASYMPTOTIC_D1:
-            return INV_SQRT_2PI * gauss(h) * gauss(t) * asymptotic_difference(h, t)
-        if t < f.SMALL_T:
+        if t < f.SMALL_T and h >= -f.RHO1_H:
             r1 = rho1(h)
             _, odd = taylor_sums(h, t, r1)
             # N(h) = n(h)/(rho1 - h), as in `formulas.black_parts`
             return 2.0 * INV_SQRT_2PI * gauss(h) / (r1 - h) * gauss_small(t) * odd
+        if h + t < f.ASYMPTOTIC_D1:
+            return INV_SQRT_2PI * gauss(h) * gauss(t) * asymptotic_difference(h, t)
         return norm_cdf(h + t) / e - e * norm_cdf(h - t)
 
     @jit
