@@ -29,8 +29,8 @@ import gpu_pricer as gp
 from .middleware import JSON
 from .schemas import ImpliedVolRequest, PriceRequest
 
-#: The spellings of a call the request models accept (a boolean column: True = call).
-CALLS = frozenset(("call", "c", "CALL", "C", "Call"))
+#: A call, in any case the request models accept (a boolean column: True = call).
+CALL_WORDS = ("call", "c")
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -72,7 +72,8 @@ def columns(body: PriceRequest | ImpliedVolRequest, value: str) -> dict[str, Any
                       [getattr(o, value) for o in rows], [o.r for o in rows],
                       [o.q for o in rows]], dtype=np.float64)
     cols: dict[str, Any] = {
-        "option_type": np.array([o.option_type in CALLS for o in rows], dtype=np.bool_),
+        "option_type": np.array([o.option_type.lower() in CALL_WORDS for o in rows],
+                                dtype=np.bool_),
         und_name: block[0], "strike": block[1], "t": block[2], value: block[3], "r": block[4],
     }
     if body.model == "bsm":

@@ -515,7 +515,7 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
     url = f"{server.base}/v1/price?model=bsm&greeks={','.join(GREEKS)}"
     rng = np.random.default_rng(SEED + 1)
     times: dict[str, list[float]] = {"service": [], "library": []}
-    server: dict[str, list[float]] = {"recv": [], "app": []}  # its Server-Timing, in s
+    timings: dict[str, list[float]] = {"recv": [], "app": []}  # its Server-Timing, in s
     worst, bitwise = 0.0, True
     outputs = ("price", *GREEKS)
     body_bytes = 0
@@ -533,7 +533,7 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
             if rnd:
                 timing = server_timing(resp.headers.get("server-timing", ""))
                 for name in ("recv", "app"):
-                    server[name].append(timing.get(name, math.nan) / 1e3)
+                    timings[name].append(timing.get(name, math.nan) / 1e3)
             return read_arrow(resp.content) if resp.status_code == 200 else {}
 
         def in_process(book: core.Book = book) -> dict[str, Any]:
@@ -571,8 +571,8 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
 
     service, library = figures(times["service"]), figures(times["library"])
     # the service's own account: up to the last byte of the body, up to the answer's start
-    service["server_recv_median_s"] = statistics.median(server["recv"])
-    service["server_answer_median_s"] = statistics.median(server["app"])
+    service["server_recv_median_s"] = statistics.median(timings["recv"])
+    service["server_answer_median_s"] = statistics.median(timings["app"])
     return {"rows": rows, "repeat": repeat, "greeks": list(GREEKS), "body_bytes": body_bytes,
             "service": service, "library": library,
             "ratio": service["options_per_s"] / library["options_per_s"],

@@ -184,6 +184,18 @@ def test_malformed_json_is_a_422_that_does_not_echo_the_body(client: TestClient)
     assert secret not in r.text
 
 
+def test_every_accepted_spelling_of_the_option_type(client: TestClient) -> None:
+    spellings = ["call", "c", "CALL", "C", "Call", "put", "p", "PUT", "P", "Put"]
+    options = [{"option_type": w, "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2}
+               for w in spellings]
+    r = client.post("/v1/price", json={"options": options})
+    assert r.status_code == 200
+    got = [row["price"] for row in r.json()["results"]]
+    call, put = (float(gp.price(option_type=w, spot=100.0, strike=95.0, t=0.5, sigma=0.2,
+                                backend="numpy")["price"]) for w in ("call", "put"))
+    assert got == pytest.approx([call] * 5 + [put] * 5, rel=1e-12)
+
+
 def test_rows_keep_their_order_ids_and_errors(client: TestClient) -> None:
     options = [{"option_type": t, "spot": 100, "strike": k, "t": 0.5, "sigma": s, "id": f"r{i}"}
                for i, (t, k, s) in enumerate([("call", 95, 0.2), ("P", 105, -0.1),

@@ -243,11 +243,6 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         return 2.0 * t * pq * total, m_p, m_q
 
     @jit
-    def asymptotic_difference(h: float, t: float) -> float:
-        """M(h+t) - M(h-t) for h + t << 0 by the asymptotic series of M."""
-        return asymptotic_parts(h, t)[0]
-
-    @jit
     def black_parts(ax: float, h: float, s: float, e: float) -> Any:
         """For h = -ax/s <= 0, t = s/2 and e = e^{ax/2}: (b, N(h+t), N(h-t), n(h+t), e),
         b the normalised out-of-the-money Black call, every part without
@@ -526,14 +521,12 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
 
     return SimpleNamespace(
         rho1=rho1,  # exported for its table's test
-        black_parts=black_parts,  # and for its own
+        black_parts=black_parts,  # for its test, and the implied-vol solver's Black function
         rows={BSM: bsm_row, BLACK76: black76_row, BACHELIER: normal_row},
         # the parts the implied-vol solver builds on (`kernels.implied`)
         norm_cdf=norm_cdf,
         norm_pdf=norm_pdf,
         finite=finite,
-        asymptotic_difference=asymptotic_difference,
-        gauss=gauss,
         taylor_sums=taylor_sums,
         gauss_small=gauss_small,
         bachelier_otm=bachelier_otm,

@@ -67,11 +67,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     norm_cdf = F.norm_cdf
     norm_pdf = F.norm_pdf
     finite = F.finite
-    asymptotic_difference = F.asymptotic_difference
-    taylor_sums = F.taylor_sums
-    gauss_small = F.gauss_small
-    gauss = F.gauss
-    rho1 = F.rho1
+    black_parts = F.black_parts
     bachelier_otm = F.bachelier_otm
 
     @jit
@@ -90,19 +86,8 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     @jit
     def black_otm(ax: float, s: float, e: float) -> float:
         """b(-ax, s) for e = e^{ax/2}: the normalised out-of-the-money Black
-        call, by the regions of `formulas.black_parts`."""
-        if s <= 0.0:
-            return 0.0
-        h = -ax / s
-        t = 0.5 * s
-        if t < f.SMALL_T and h >= -f.RHO1_H:
-            r1 = rho1(h)
-            _, odd = taylor_sums(h, t, r1)
-            # N(h) = n(h)/(rho1 - h), as in `formulas.black_parts`
-            return 2.0 * INV_SQRT_2PI * gauss(h) / (r1 - h) * gauss_small(t) * odd
-        if h + t < f.ASYMPTOTIC_D1:
-            return INV_SQRT_2PI * gauss(h) * gauss(t) * asymptotic_difference(h, t)
-        return norm_cdf(h + t) / e - e * norm_cdf(h - t)
+        call, `formulas.black_parts`' price (its other parts go unused)."""
+        return black_parts(ax, -ax / s if s > 0.0 else 0.0, s, e)[0]
 
     @jit
     def black_complement(ax: float, s: float, e: float) -> float:
