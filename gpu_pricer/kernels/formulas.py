@@ -326,11 +326,11 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
         spot (bsm, cost of carry r - q) or the forward (black76, carry 0 so
         q = r); `w` is +1 for a call, -1 for a put.  Units: see gpu_pricer.price."""
         q = r - carry
+        x = math.log(und / k) + carry * t
         dr = math.exp(-r * t)
         dq = math.exp(-q * t)
         sqt = math.sqrt(t)
         s = sigma * sqt
-        x = math.log(und / k) + carry * t
         ax = abs(x)
         xs = x / s if s > 0.0 else 0.0
         h = -abs(xs)
@@ -466,7 +466,20 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
     @jit
     def check(lognormal: bool, otype: int, und: float, k: float, t: float,
               sigma: float, r: float, q: float) -> int:
-        """The row's error code (0 when it can be priced)."""
+        """The row's error code (0 when it can be priced): one branch-free
+        test passes a good row (a sum of finite inputs can only overflow to
+        a false alarm, which `check_reason` then clears); otherwise the rules
+        one by one."""
+        good = ((otype >= 0) & finite(und + k + t + sigma + r + q) & (sigma >= 0.0)
+                & (t >= 0.0) & ((not lognormal) | ((und > 0.0) & (k > 0.0))))
+        if good:
+            return OK
+        return check_reason(lognormal, otype, und, k, t, sigma, r, q)
+
+    @cold
+    def check_reason(lognormal: bool, otype: int, und: float, k: float, t: float,
+                     sigma: float, r: float, q: float) -> int:
+        """The row's error code: the first rule it breaks, in order."""
         if otype < 0:
             return BAD_TYPE
         if not (finite(und) and finite(k) and finite(t) and finite(sigma)
