@@ -27,12 +27,19 @@ connection count, the scenarios in an order rotated from one count to the next.
 
 Arrow: one request of 1,000,000 rows (``Content-Type:
 application/vnd.apache.arrow.stream``, POST /v1/price, columns the library's
-keywords) timed end to end from Python -- httpx on a kept-alive connection, the
-body built before timing, the answer read back into NumPy arrays inside the
-timing -- against ``gpu_pricer.price`` in this process on the same arrays with
-the same Greeks; the median of ``--arrow-repeat`` rounds, each on a fresh book,
-the two interleaved in a rotating order after a warm-up round.  The service's
-answers must equal the library's (relative 1e-9).
+keywords) timed end to end from Python -- the standard library's http.client
+on a kept-alive connection (httpx, used for everything else here, added some
+70 ms of its own to this request), the body built before timing, the answer
+read back into NumPy arrays inside the timing -- against ``gpu_pricer.price``
+in this process on the same arrays with the same Greeks; the median of
+``--arrow-repeat`` rounds, each on a fresh book, the two interleaved in a
+rotating order after a warm-up round.  The service's answers must equal the
+library's (relative 1e-9).  This process keeps freed memory as the service
+does (`api.memory`), so that the client's own page faults on the 50 MB answer
+are not counted as the service's.  The same rounds time the bare transfer:
+the same body posted to the ceiling process, which reads it and answers as
+many bytes as the service's answer, with no pricing (the floor any service on
+this HTTP stack and machine starts from).
 
 Targets of the issue, printed PASS/FAIL with their figures: one option per JSON
 request over 64 connections, the service (default settings) at >= 0.8x the
@@ -60,6 +67,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import http.client
 import importlib.util
 import json
 import math
@@ -87,9 +95,11 @@ import numpy as np
 import pyarrow as pa
 
 import gpu_pricer as gp
+from api.memory import keep_freed_memory
 from api.settings import ServiceSettings
 
 from . import core
+from .ceiling_app import ANSWER_BYTES_HEADER, TRANSFER_PATH
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -490,6 +500,26 @@ def post(client: httpx.Client, url: str, body: bytes, ctype: str) -> httpx.Respo
                        timeout=REQUEST_TIMEOUT_S)
 
 
+class BulkClient:
+    """The Arrow request's client: http.client on one kept-alive connection,
+    the body sent as it is and the answer read in one piece."""
+
+    def __init__(self, server: Server) -> None:
+        self._conn = http.client.HTTPConnection(HOST, server.port, timeout=REQUEST_TIMEOUT_S)
+
+    def post(self, path: str, body: bytes, ctype: str,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers by lower-case name, body) of a POST to `path`."""
+        self._conn.request("POST", path, body=body, headers={"Content-Type": ctype,
+                                                             **(headers or {})})
+        resp = self._conn.getresponse()
+        content = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, content
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def prime(client: httpx.Client, server: Server, bodies: dict[str, bytes],
           arrow: bytes) -> dict[str, Any]:
     """One request of every body to `server` (compiles what the warm-up did not);
@@ -508,17 +538,19 @@ def prime(client: httpx.Client, server: Server, bodies: dict[str, bytes],
     return out
 
 
-def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
+def measure_arrow(server: Server, floor: Server, rows: int, repeat: int,
                   backend: str, log: Log) -> dict[str, Any]:
-    """The Arrow request end to end against gpu_pricer.price in process, median of
-    `repeat` rounds on fresh books after a warm-up round."""
-    url = f"{server.base}/v1/price?model=bsm&greeks={','.join(GREEKS)}"
+    """The Arrow request end to end against gpu_pricer.price in process and
+    against the bare transfer (`floor`: the ceiling app's transfer route),
+    median of `repeat` rounds on fresh books after a warm-up round."""
+    path = f"/v1/price?model=bsm&greeks={','.join(GREEKS)}"
+    client, bare = BulkClient(server), BulkClient(floor)
     rng = np.random.default_rng(SEED + 1)
-    times: dict[str, list[float]] = {"service": [], "library": []}
+    times: dict[str, list[float]] = {"service": [], "library": [], "transfer": []}
     timings: dict[str, list[float]] = {"recv": [], "app": []}  # its Server-Timing, in s
     worst, bitwise = 0.0, True
     outputs = ("price", *GREEKS)
-    body_bytes = 0
+    body_bytes = answer_bytes = 0
     for rnd in range(repeat + 1):
         book = core.make_book(rows, rng)
         body = arrow_body(book)
@@ -528,19 +560,29 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
 
         def via_service(body: bytes = body, status: list[int] = status,
                         rnd: int = rnd) -> dict[str, Any]:
-            resp = post(client, url, body, ARROW_TYPE)
-            status.append(resp.status_code)
+            nonlocal answer_bytes
+            code, headers, content = client.post(path, body, ARROW_TYPE)
+            status.append(code)
+            answer_bytes = len(content)
             if rnd:
-                timing = server_timing(resp.headers.get("server-timing", ""))
+                timing = server_timing(headers.get("server-timing", ""))
                 for name in ("recv", "app"):
                     timings[name].append(timing.get(name, math.nan) / 1e3)
-            return read_arrow(resp.content) if resp.status_code == 200 else {}
+            return read_arrow(content) if code == 200 else {}
 
         def in_process(book: core.Book = book) -> dict[str, Any]:
             return dict(gp.price(model="bsm", greeks=GREEKS, backend=backend, **book))
 
-        order = [("service", via_service), ("library", in_process)]
-        for key, fn in order[rnd % 2:] + order[:rnd % 2]:
+        def transfer(body: bytes = body) -> dict[str, Any]:
+            # as many bytes back as the service answered (its first answer sets the size)
+            code, _, content = bare.post(TRANSFER_PATH, body, ARROW_TYPE,
+                                         {ANSWER_BYTES_HEADER: str(answer_bytes)})
+            if code != 200 or len(content) != answer_bytes:
+                raise RuntimeError(f"the bare transfer answered {code}, {len(content)} bytes")
+            return {}
+
+        order = [("service", via_service), ("library", in_process), ("transfer", transfer)]
+        for key, fn in order[rnd % 3:] + order[:rnd % 3]:
             gc.collect()
             start = time.perf_counter()
             got[key] = fn()
@@ -564,17 +606,21 @@ def measure_arrow(client: httpx.Client, server: Server, rows: int, repeat: int,
                 worst = max(worst, float(err.max()))
         del got, svc, lib, body, book
         log(f"Arrow round {rnd}/{repeat}{' (warm-up)' if rnd == 0 else ''} done")
+    client.close()
+    bare.close()
 
     def figures(ts: list[float]) -> dict[str, Any]:
         return {"times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts),
                 "options_per_s": rows / statistics.median(ts)}
 
     service, library = figures(times["service"]), figures(times["library"])
+    floor_figures = figures(times["transfer"])
     # the service's own account: up to the last byte of the body, up to the answer's start
     service["server_recv_median_s"] = statistics.median(timings["recv"])
     service["server_answer_median_s"] = statistics.median(timings["app"])
     return {"rows": rows, "repeat": repeat, "greeks": list(GREEKS), "body_bytes": body_bytes,
-            "service": service, "library": library,
+            "answer_bytes": answer_bytes, "client": "http.client, one kept-alive connection",
+            "service": service, "library": library, "transfer": floor_figures,
             "ratio": service["options_per_s"] / library["options_per_s"],
             "max_rel_diff": worst, "bitwise_equal": bitwise,
             "agrees": worst <= ARROW_RTOL}
@@ -584,6 +630,8 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
     """Start the servers, measure every point and the Arrow request, stop the
     servers; the full report."""
     load_before = core._loadavg()
+    # the Arrow request's client: no page faults of its own on each 50 MB answer
+    client_keeps_freed_memory = keep_freed_memory()
     connections: list[int] = cfg["connections"]
     bodies = {key: json_body(n) for key, (n, _) in SCENARIOS.items()}
     pids: list[int] = []
@@ -667,7 +715,7 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
                     f"ms, p99 {res['latency_ms']['p99']:.2f} ms, errors {res['errors']}")
 
         log(f"Arrow: {cfg['arrow_rows']:,} rows, {cfg['arrow_repeat']} rounds and a warm-up")
-        arrow = measure_arrow(client, servers["coalescing-on"], cfg["arrow_rows"],
+        arrow = measure_arrow(servers["coalescing-on"], servers["ceiling"], cfg["arrow_rows"],
                               cfg["arrow_repeat"], library_backend, log)
         for key in ("coalescing-on", "coalescing-off"):
             resources[key]["end"] = proc_usage(servers[key].pid)
@@ -690,6 +738,7 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
             "wrk_script": "POST a fixed body; count responses outside 2xx; print exact "
                           "figures (the script is in bench/service.py)",
             "client_and_server_share_cpus": True,
+            "client_keeps_freed_memory": client_keeps_freed_memory,
             "cpus_usable": core.machine_info()["cpus_usable"],
             "model": "bsm",
             "greeks": list(GREEKS),
@@ -877,8 +926,12 @@ def arrow_table(report: dict[str, Any]) -> str:
     a = report["arrow"]
     lines = ["| Arrow request | options/s (median) | median time | min time |",
              "|---|--:|--:|--:|"]
-    for key, label in (("service", f"service, POST /v1/price, {a['rows']:,} rows end to end"),
-                       ("library", "gpu_pricer.price in process, same arrays")):
+    rows = [("service", f"service, POST /v1/price, {a['rows']:,} rows end to end"),
+            ("library", "gpu_pricer.price in process, same arrays")]
+    if "transfer" in a:
+        rows.append(("transfer", "bare transfer: the same body to the ceiling process, as "
+                                 "many bytes back, no pricing"))
+    for key, label in rows:
         f = a[key]
         lines.append(f"| {label} | {f['options_per_s']:,.0f} | {f['median_s'] * 1e3:.1f} ms "
                      f"| {f['min_s'] * 1e3:.1f} ms |")
@@ -889,6 +942,13 @@ def arrow_table(report: dict[str, Any]) -> str:
                   f"request body arrived, {s['server_answer_median_s'] * 1e3:.1f} ms until its "
                   f"answer started; the rest is the answer's transfer to the client and reading "
                   f"it back."]
+    if "transfer" in a:
+        floor, lib = a["transfer"]["median_s"], a["library"]["median_s"]
+        lines += ["", f"The bare transfer alone takes {floor * 1e3:.1f} ms; with it and the "
+                  f"pricing done one after the other, the service could reach at best "
+                  f"{lib / (floor + lib):.3g}x the library in process here "
+                  f"({lib * 1e3:.1f} / ({floor * 1e3:.1f} + {lib * 1e3:.1f}) ms); the service "
+                  f"spent {(s['median_s'] - floor) * 1e3:.1f} ms beyond the bare transfer."]
     return "\n".join(lines)
 
 

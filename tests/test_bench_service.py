@@ -148,6 +148,10 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert arrow["agrees"]
     svc = arrow["service"]
     assert 0 <= svc["server_recv_median_s"] <= svc["server_answer_median_s"] <= svc["median_s"]
+    # the bare transfer of the same bytes, timed in the same rounds
+    assert len(arrow["transfer"]["times_s"]) == service.TINY_ARROW_REPEAT
+    assert arrow["transfer"]["median_s"] > 0 and arrow["answer_bytes"] > arrow["body_bytes"] / 2
+    assert isinstance(cfg["client_keeps_freed_memory"], bool)
 
     # the service processes' memory and CPU, which k8s/ is sized from (Linux /proc)
     res = data["resources"]
@@ -176,4 +180,23 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "| request | server | connections" in printed
     assert "share these CPUs" in printed
     assert "until its answer started" in printed
+    assert "The bare transfer alone takes" in printed
     assert "PASS" in printed or "FAIL" in printed
+
+
+def test_ceiling_transfer_reads_the_body_and_answers_the_bytes_asked_for() -> None:
+    from fastapi.testclient import TestClient
+
+    from bench import ceiling_app
+
+    with TestClient(ceiling_app.create_app(b"{}")) as client:
+        got = client.post(ceiling_app.TRANSFER_PATH, content=b"x" * 100_000,
+                          headers={ceiling_app.ANSWER_BYTES_HEADER: "123457",
+                                   "Content-Type": service.ARROW_TYPE})
+        assert got.status_code == 200 and got.content == bytes(123_457)
+        again = client.post(ceiling_app.TRANSFER_PATH, content=b"",
+                            headers={ceiling_app.ANSWER_BYTES_HEADER: "5"})
+        assert again.status_code == 200 and again.content == bytes(5)
+        bad = client.post(ceiling_app.TRANSFER_PATH, content=b"",
+                          headers={ceiling_app.ANSWER_BYTES_HEADER: "-1"})
+        assert bad.status_code == 422
