@@ -56,9 +56,6 @@ LOG_COEFFS = tuple(2.0 / (2 * k + 1) for k in range(1, 12))
 SQRT2 = 1.4142135623730951
 
 _jit = njit(inline="always", nogil=True, error_model="numpy", fastmath={"contract"})
-#: A loop compiled as a function of its own: its arrays are arguments, which
-#: the compiler vectorises over (inside the parallel loop it did not).
-_loop = njit(nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 @intrinsic
@@ -156,86 +153,6 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
     terms = formulas.SMALL_T_TERMS
     ok = formulas.OK
 
-    @_loop
-    def prelude(m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
-                xs: Any, vol: Any, dqs: Any, drs: Any,
-                region: Any) -> None:  # pragma: no cover - compiled
-        """Every row's log-moneyness x, total vol s, discount factors (garbage
-        for a row the row function will price), then its region."""
-        for j in range(m):
-            tt = ts[j]
-            xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
-            vol[j] = sgs[j] * math.sqrt(tt)
-            dqs[j] = vexp(-qs[j] * tt)
-            drs[j] = vexp(-rs[j] * tt)
-        for j in range(m):
-            u = us[j]
-            k = ks[j]
-            tt = ts[j]
-            ratio = u / k
-            s = vol[j]
-            half = 0.5 * s
-            h = -abs(xs[j]) / s
-            # a good row with vlog, vexp and vncdf in range and no overflow
-            # possible (every input finite, s > 0); the row function otherwise
-            usable = ((ots[j] >= 0) & (u > 0.0) & (k > 0.0) & (u < BIG)
-                      & (k < BIG) & (ratio > 1e-300) & (ratio < 1e300) & (s > 0.0)
-                      & (s < BIG) & (abs(rs[j] * tt) < MAX_RATE_T)
-                      & (abs(qs[j] * tt) < MAX_RATE_T) & (h - half >= -MAX_Z))
-            tb = usable & (half >= small_t) & (h + half >= asym)
-            sr = usable & (half < small_t)
-            region[j] = TEXTBOOK if tb else (SERIES if sr else ROW)
-
-    @_loop
-    def textbook_rows(c: int, cw: Any, cu: Any, ck: Any, cx: Any, cs: Any, cdq: Any,
-                      cdr: Any, c_nd1: Any, c_nd2: Any, c_n1: Any,
-                      c_price: Any) -> None:  # pragma: no cover - compiled
-        """N(d1), N(d2), n(d1) and the price of textbook-region rows."""
-        for a in range(c):
-            w = cw[a]
-            s = cs[a]
-            d1 = cx[a] / s + 0.5 * s
-            nd1, n1 = vncdf(w * d1)
-            nd2, _ = vncdf(w * (d1 - s))
-            c_nd1[a] = nd1
-            c_nd2[a] = nd2
-            c_n1[a] = n1
-            c_price[a] = w * (cu[a] * cdq[a] * nd1 - ck[a] * cdr[a] * nd2)
-
-    @_loop
-    def series_rows(c: int, cw: Any, cu: Any, ck: Any, cx: Any, cs: Any, cdq: Any,
-                    cdr: Any, c_nd1: Any, c_nd2: Any, c_n1: Any,
-                    c_price: Any) -> None:  # pragma: no cover - compiled
-        """The same for short-series rows (formulas.black_parts' series, as
-        lognormal_row turns it into N(d1), N(d2), n(d1) and the price)."""
-        for a in range(c):
-            u = cu[a]
-            k = ck[a]
-            w = cw[a]
-            s = cs[a]
-            dq = cdq[a]
-            dr = cdr[a]
-            x = cx[a]
-            half = 0.5 * s
-            h = -abs(x) / s
-            ratio = (u * dq) / (k * dr)
-            e = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
-            r1 = rho1(h)
-            even, odd = taylor_terms(h, half, r1, terms)
-            pdf_g = inv_sqrt_2pi * vgauss(h) * gauss_small(half)
-            cc = pdf_g / (r1 - h)
-            bb = 2.0 * cc * odd
-            pa = cc * e * (even + odd)
-            pb = cc / e * (even - odd)
-            n_a = pdf_g * e  # n(h + t), as the row kernel forms it
-            up = x > 0.0
-            call = w > 0.0
-            intrinsic = w * (u * dq - k * dr) if w * x > 0.0 else 0.0
-            c_n1[a] = n_a / (e * e) if up else n_a
-            c_nd1[a] = (1.0 - pb if call else pb) if up else (pa if call else 1.0 - pa)
-            c_nd2[a] = (1.0 - pa if call else pa) if up else (pb if call else 1.0 - pb)
-            c_price[a] = intrinsic + (dr * k * e * bb if up else dr * k * bb / e)
-
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
@@ -255,18 +172,6 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             nd2s = np.empty(m)
             n1s = np.empty(m)
             prices = np.empty(m)
-            picked = np.empty(m, np.int64)
-            cw = np.empty(m)
-            cu = np.empty(m)
-            ck = np.empty(m)
-            cx = np.empty(m)
-            cs = np.empty(m)
-            cdq = np.empty(m)
-            cdr = np.empty(m)
-            c_nd1 = np.empty(m)
-            c_nd2 = np.empty(m)
-            c_n1 = np.empty(m)
-            c_price = np.empty(m)
             # the block's inputs as contiguous columns (a scalar broadcast to its
             # rows), so that every loop below runs on unit strides whatever the steps
             ots = np.empty(m, np.int8)
@@ -285,34 +190,80 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
                 sgs[j] = sigma[i * s4]
                 rs[j] = r[i * s5]
                 qs[j] = q[i * s6]
-            prelude(m, ots, us, ks, ts, sgs, rs, qs, xs, vol, dqs, drs, region)
-            # each region's rows gathered into unit-stride columns, priced by a
-            # loop of its own that the compiler vectorises, and scattered back
-            for code in (TEXTBOOK, SERIES):
-                c = 0
-                for j in range(m):
-                    if region[j] == code:
-                        picked[c] = j
-                        c += 1
-                for a in range(c):
-                    j = picked[a]
-                    cw[a] = 1.0 if ots[j] == 1 else -1.0
-                    cu[a] = us[j]
-                    ck[a] = ks[j]
-                    cx[a] = xs[j]
-                    cs[a] = vol[j]
-                    cdq[a] = dqs[j]
-                    cdr[a] = drs[j]
-                if code == TEXTBOOK:
-                    textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1, c_price)
-                else:
-                    series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1, c_price)
-                for a in range(c):
-                    j = picked[a]
-                    nd1s[j] = c_nd1[a]
-                    nd2s[j] = c_nd2[a]
-                    n1s[j] = c_n1[a]
-                    prices[j] = c_price[a]
+            # every row: log, discount factors, total vol, region (garbage values
+            # for a row the row function will price)
+            for j in range(m):
+                u = np.float64(us[j])
+                k = np.float64(ks[j])
+                tt = np.float64(ts[j])
+                rr = np.float64(rs[j])
+                qq = np.float64(qs[j])
+                ratio = u / k
+                x = vlog(ratio) + (rr - qq) * tt
+                s = np.float64(sgs[j]) * math.sqrt(tt)
+                xs[j] = x
+                vol[j] = s
+                dqs[j] = vexp(-qq * tt)
+                drs[j] = vexp(-rr * tt)
+                half: float = 0.5 * s
+                h: float = -abs(x) / s
+                # a good row with vlog, vexp and vncdf in range and no overflow
+                # possible (every input finite, s > 0); the row function otherwise
+                usable = ((ots[j] >= 0) & (u > 0.0) & (k > 0.0) & (u < BIG)
+                          & (k < BIG) & (ratio > 1e-300) & (ratio < 1e300) & (s > 0.0)
+                          & (s < BIG) & (abs(rr * tt) < MAX_RATE_T)
+                          & (abs(qq * tt) < MAX_RATE_T) & (h - half >= -MAX_Z))
+                tb = usable & (half >= small_t) & (h + half >= asym)
+                sr = usable & (half < small_t)
+                region[j] = TEXTBOOK if tb else (SERIES if sr else ROW)
+            # the textbook formula, every row
+            for j in range(m):
+                w = 1.0 if ots[j] == 1 else -1.0
+                s = vol[j]
+                d1 = xs[j] / s + 0.5 * s
+                nd1, n1 = vncdf(w * d1)
+                nd2, _ = vncdf(w * (d1 - s))
+                nd1s[j] = nd1
+                nd2s[j] = nd2
+                n1s[j] = n1
+                prices[j] = w * (np.float64(us[j]) * dqs[j] * nd1
+                                 - np.float64(ks[j]) * drs[j] * nd2)
+            # the short series, every row; kept where the region says so
+            for j in range(m):
+                u = np.float64(us[j])
+                k = np.float64(ks[j])
+                w = 1.0 if ots[j] == 1 else -1.0
+                s = vol[j]
+                dq = dqs[j]
+                dr = drs[j]
+                x = xs[j]
+                half = 0.5 * s
+                half = half if half < small_t else small_t
+                # in [-MAX_Z, 0] whatever the row (NaN too): the table index stays in range
+                h = -abs(x) / s
+                h = h if h >= -MAX_Z else -MAX_Z
+                h = h if h <= 0.0 else 0.0
+                ratio = (u * dq) / (k * dr)
+                e = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
+                r1 = rho1(h)
+                even, odd = taylor_terms(h, half, r1, terms)
+                pdf_g = inv_sqrt_2pi * vgauss(h) * gauss_small(half)
+                c = pdf_g / (r1 - h)
+                bb = 2.0 * c * odd
+                pa = c * e * (even + odd)
+                pb = c / e * (even - odd)
+                up = x > 0.0
+                call = w > 0.0
+                intrinsic = w * (u * dq - k * dr) if w * x > 0.0 else 0.0
+                series = region[j] == SERIES
+                n_a = pdf_g * e  # n(h + t), as the row kernel forms it
+                n1s[j] = (n_a / (e * e) if up else n_a) if series else n1s[j]
+                nd1s[j] = (((1.0 - pb if call else pb) if up else (pa if call else 1.0 - pa))
+                           if series else nd1s[j])
+                nd2s[j] = (((1.0 - pa if call else pa) if up else (pb if call else 1.0 - pb))
+                           if series else nd2s[j])
+                prices[j] = ((intrinsic + (dr * k * e * bb if up else dr * k * bb / e))
+                             if series else prices[j])
             for j in range(m):
                 i = lo + j
                 _store(out, i, size, np.float64(us[j]), np.float64(ks[j]),
