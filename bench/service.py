@@ -28,18 +28,19 @@ connection count, the scenarios in an order rotated from one count to the next.
 Arrow: one request of 1,000,000 rows (``Content-Type:
 application/vnd.apache.arrow.stream``, POST /v1/price, columns the library's
 keywords) timed end to end from Python -- the standard library's http.client
-on a kept-alive connection (httpx, used for everything else here, added some
-70 ms of its own to this request), the body built before timing, the answer
-read back into NumPy arrays inside the timing -- against ``gpu_pricer.price``
-in this process on the same arrays with the same Greeks; the median of
-``--arrow-repeat`` rounds, each on a fresh book, the two interleaved in a
-rotating order after a warm-up round.  The service's answers must equal the
-library's (relative 1e-9).  This process keeps freed memory as the service
-does (`api.memory`), so that the client's own page faults on the 50 MB answer
-are not counted as the service's.  The same rounds time the bare transfer:
-the same body posted to the ceiling process, which reads it and answers as
-many bytes as the service's answer, with no pricing (the floor any service on
-this HTTP stack and machine starts from).
+on a kept-alive connection (httpx, used for everything else here, took
+tens of milliseconds of its own reading the 49 MB answer), the body built
+before timing, the answer read back into NumPy arrays inside the timing --
+against ``gpu_pricer.price`` in this process on the same arrays with the same
+Greeks; the median of ``--arrow-repeat`` rounds, each on a fresh book, the
+measurements interleaved in a rotating order after a warm-up round.  The
+service's answers must equal the library's (relative 1e-9).  This process
+keeps freed memory as the service does (`api.memory`), so that the client's
+own page faults on the 49 MB answer are not counted as the service's.  The
+same rounds time the bare transfer: the same body posted to the ceiling
+process, which reads it and answers as many bytes as the service's answer,
+with no pricing (the floor any service on this HTTP stack and machine starts
+from).
 
 Targets of the issue, printed PASS/FAIL with their figures: one option per JSON
 request over 64 connections, the service (default settings) at >= 0.8x the

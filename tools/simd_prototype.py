@@ -50,8 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gpu_pricer as gp
 from bench import core
-from gpu_pricer.kernels import formulas
-from gpu_pricer.kernels.mills_table import COEFFS, DEGREE, PIECES, WIDTH
+from gpu_pricer.kernels import cpu, formulas
 
 
 @intrinsic
@@ -81,6 +80,8 @@ EXP_COEFFS = tuple(1.0 / math.factorial(k) for k in range(2, 14))  # r^2/2! .. r
 LOG_COEFFS = tuple(2.0 / (2 * k + 1) for k in range(1, 12))  # 2 s^(2k+1)/(2k+1), k >= 1
 INV_SQRT_2PI = formulas.INV_SQRT_2PI
 SPLIT = formulas.SPLIT
+#: rho1(h) = I_1/I_0 from the kernels' Mills-ratio table (plain arithmetic: it vectorises).
+rho1 = cpu._F.rho1
 
 jit = njit(inline="always", fastmath={"contract"}, error_model="numpy")
 
@@ -129,23 +130,12 @@ def vgauss(z: float) -> float:
 
 
 @jit
-def vrho1(h: float) -> float:
-    """rho1(h) = I_1/I_0 for -40 <= h <= 0 from the kernels' table."""
-    j = min(np.int64(-h * (1.0 / WIDTH)), PIECES - 1)
-    u = 2.0 * (h + (j + 1) * WIDTH) * (1.0 / WIDTH) - 1.0
-    p = COEFFS[j, DEGREE]
-    for i in range(DEGREE - 1, -1, -1):
-        p = p * u + COEFFS[j, i]
-    return p
-
-
-@jit
 def vncdf(z: float) -> Any:
     """(N(z), n(z)) for |z| <= 37 (beyond, e^{-z^2/2} is below vexp's range:
     the kernel's far tails stay on the scalar path)."""
     a = min(abs(z), 40.0)
     n = INV_SQRT_2PI * vgauss(a)
-    tail = n / (vrho1(-a) + a)
+    tail = n / (rho1(-a) + a)
     return (tail if z < 0.0 else 1.0 - tail), n
 
 
