@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test test-cpu test-cudasim lint bench bench-quick clean
+.PHONY: serve test test-cpu test-cudasim test-gpu lint bench bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-cpu: $(STAMP)
 
 test-cudasim: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -m cudasim
+
+## test-gpu: the GPU backends on a real CUDA device (needs the gpu extra and a driver;
+## skipped, not failed, without one)
+test-gpu: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[gpu]'
+	$(BIN)/python -m pytest -q -m gpu
 
 ## bench: the full benchmark suite; bench-quick: the same code at small sizes, under
 ## 5 minutes here (most of it the service bench's two kernel warm-ups)

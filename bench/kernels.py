@@ -99,17 +99,28 @@ def _iv_inputs(b: dict[str, Any], backend: str = "numpy") -> dict[str, Any]:
 
 
 def _peer_rows(n: int, books: list[dict[str, Any]], repeat: int) -> list[dict[str, Any]]:
-    """The peers at size n (float64): tutorial, QuantLib loop, vollib implied vol."""
-    from . import core, implied
+    """The peers at size n (float64): tutorial, QuantLib loop, vollib implied vol;
+    a peer that is not installed is a row that says so."""
+    from . import core
 
-    rows = []
+    try:
+        from . import implied
+    except ImportError as exc:  # vollib (dev extra) missing
+        implied = None
+        missing = f"not installed ({exc})"
+    rows: list[dict[str, Any]] = []
     full = [{**b, "r": np.full(n, b["r"]), "q": np.full(n, b["q"])} for b in books]
     m = min(n, PEER_SAMPLE)
     iv_books = [{**f, "price": _iv_inputs(b, "numba")["price"]} for f, b in zip(full, books,
                                                                                   strict=True)]
-    peers = (("tutorial", "first-order", n, core.price_tutorial, full),
-             ("quantlib loop", "first-order", m, lambda b: core.price_quantlib(b, m), full),
-             ("vollib", "implied_vol", m, lambda b: implied.solve_vollib(b, m), iv_books))
+    peers: list[tuple[str, str, int, Any, Any]] = [
+        ("tutorial", "first-order", n, core.price_tutorial, full),
+        ("quantlib loop", "first-order", m, lambda b: core.price_quantlib(b, m), full)]
+    if implied is None:
+        rows.append({"backend": "peer: vollib", "measured": False, "reason": missing})
+    else:
+        peers.append(("vollib", "implied_vol", m, lambda b: implied.solve_vollib(b, m),
+                      iv_books))
     for name, tier, count, fn, data in peers:
         fn(data[0])
         times = [_timed(lambda d=data[i % 2], f=fn: f(d)) for i in range(repeat)]
@@ -178,6 +189,80 @@ def gpu_split(n: int, repeat: int) -> dict[str, Any]:
             "note": "CUDA simulator: timings meaningless" if simulated else ""}
 
 
+def gpu_resident(n: int, repeat: int,
+                 dtypes: tuple[str, ...] = ("float64", "float32")) -> dict[str, Any]:
+    """`gpu_pricer.price` on device-resident CuPy arrays (the outputs stay on the
+    device), per GPU backend x output tier x dtype: the median wall time of the
+    call, synchronised before and after, and the fraction of the device's
+    measured bandwidth (device triad) the bytes it must move imply."""
+    status = gp.backends()
+    usable = [b for b in ("numba-cuda", "cupy")
+              if status[b].available and "simulator" not in status[b].reason]
+    if not usable or not status["cupy"].available:
+        return {"measured": False,
+                "reason": "; ".join(f"{b}: {status[b].reason}" for b in ("numba-cuda", "cupy"))}
+    import cupy
+
+    sync = cupy.cuda.Device().synchronize
+    bandwidth = _device_triad(min(n * 4, 100_000_000), repeat)
+    rows: list[dict[str, Any]] = []
+    for dtype in dtypes:
+        books = [{k: cupy.asarray(v) if isinstance(v, np.ndarray) else v
+                  for k, v in book(n, seed, dtype).items()} for seed in (5, 6)]
+        for name in usable:
+            for tier, greeks in TIERS.items():
+                def call(b: dict[str, Any], g: Any = greeks, be: str = name,
+                         d: str = dtype) -> None:
+                    gp.price(greeks=g, backend=be, dtype=d, **b)
+                    sync()
+
+                call(books[1])  # warm-up: compilation, memory pool
+                times = []
+                for i in range(repeat):
+                    start = time.perf_counter()
+                    call(books[i % 2])
+                    times.append(time.perf_counter() - start)
+                median = float(np.median(times))
+                outputs = 1 + (len(greeks) if isinstance(greeks, list) else 13)
+                moved = bytes_per_option(dtype, outputs) * n
+                rows.append({"backend": name, "dtype": dtype, "n": n, "tier": tier,
+                             "median_s": median, "options_per_s": n / median,
+                             "fraction_of_device_bandwidth": (moved / median / bandwidth
+                                                              if bandwidth else None)})
+        if dtype == "float64" and "numba-cuda" in usable:
+            rows.append(_sorted_row(n, repeat, bandwidth, sync))
+        books.clear()
+        cupy.get_default_memory_pool().free_all_blocks()
+    return {"measured": True, "n": n, "device": status["cupy"].reason,
+            "device_bandwidth_bytes_per_s": bandwidth, "rows": rows}
+
+
+def _sorted_row(n: int, repeat: int, bandwidth: float | None, sync: Any) -> dict[str, Any]:
+    """numba-cuda, first-order Greeks, on the same kind of book sorted by
+    moneyness ln(K/S)/(sigma sqrt t): a warp's rows then take the same branches
+    of the kernel, so the gap to the unsorted row is the cost of divergence."""
+    import cupy
+
+    greeks = TIERS["first-order"]
+    b = book(n, 5, "float64")
+    order = np.argsort(np.log(b["strike"] / b["spot"]) / (b["sigma"] * np.sqrt(b["t"])))
+    dev = {k: cupy.asarray(v[order]) if isinstance(v, np.ndarray) else v for k, v in b.items()}
+    gp.price(greeks=greeks, backend="numba-cuda", **dev)
+    sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        gp.price(greeks=greeks, backend="numba-cuda", **dev)
+        sync()
+        times.append(time.perf_counter() - start)
+    median = float(np.median(times))
+    moved = bytes_per_option("float64", 1 + len(greeks)) * n
+    return {"backend": "numba-cuda", "dtype": "float64", "n": n,
+            "tier": "first-order, rows sorted by moneyness", "median_s": median,
+            "options_per_s": n / median,
+            "fraction_of_device_bandwidth": moved / median / bandwidth if bandwidth else None}
+
+
 def _device_triad(n: int, repeat: int) -> float | None:
     @cuda.jit
     def triad(a: Any, b: Any, c: Any, s: float) -> None:  # pragma: no cover - device
@@ -205,13 +290,16 @@ def _device_triad(n: int, repeat: int) -> float | None:
 
 def measure(max_size: int, repeat: int,
             dtypes: tuple[str, ...] = ("float64", "float32"), peers: bool = True,
-            gpu_n: int = 10_000_000) -> dict[str, Any]:
+            gpu_n: int = 10_000_000, only: tuple[str, ...] = ()) -> dict[str, Any]:
     bandwidth = stream_triad(min(max_size * 4, 50_000_000), max(repeat, 3))
     status = gp.backends()
     rows: list[dict[str, Any]] = []
     compiles: list[dict[str, Any]] = []
     sizes = [n for n in (1_000, 10_000, 100_000, 1_000_000, 10_000_000) if n <= max_size]
     for name, st in status.items():
+        if only and name not in only:
+            rows.append({"backend": name, "measured": False, "reason": "not asked for"})
+            continue
         if not st.available or (name == "numba-cuda" and "simulator" in st.reason):
             rows.append({"backend": name, "measured": False, "reason": st.reason})
             continue
@@ -259,6 +347,7 @@ def measure(max_size: int, repeat: int,
         "rows": rows,
         "first_calls": compiles,
         "gpu_split": gpu_split(min(gpu_n, max_size), repeat),
+        "gpu_resident": gpu_resident(min(gpu_n, max_size), repeat, dtypes),
     }
 
 
@@ -288,11 +377,30 @@ def table(report: dict[str, Any]) -> str:
                      f"resident {g['resident_options_per_s'] or 0:,.0f} options/s"
                      + ("" if frac is None else f", {frac:.1%} of the device bandwidth")
                      + (f" ({g['note']})" if g["note"] else ""))
+    lines += ["", resident_table(report.get("gpu_resident", {}))]
     lines += ["", "First call of each kernel (bsm; includes Numba's compilation, which is "
               "cached for the process):", "", "| backend | dtype | outputs | first call (s) |",
               "|---|---|---|--:|"]
     lines += [f"| {c['backend']} | {c['dtype']} | {c['tier']} | {c['first_call_s']:.1f} |"
               for c in report.get("first_calls", [])]
+    return "\n".join(lines)
+
+
+def resident_table(res: dict[str, Any]) -> str:
+    """The device-resident table of `gpu_resident`, or why it was not measured."""
+    lines = ["GPU, device-resident CuPy input and output (gpu_pricer.price, synchronised "
+             "wall time):", ""]
+    if not res.get("measured"):
+        lines.append(f"not measured: {res.get('reason', 'no GPU')}")
+        return "\n".join(lines)
+    bw = res["device_bandwidth_bytes_per_s"]
+    lines += [f"{res['device']}; device triad {0 if bw is None else bw / 1e9:,.0f} GB/s", "",
+              "| backend | dtype | N | outputs | options/s (median) | of device bandwidth |",
+              "|---|---|--:|---|--:|--:|"]
+    for r in res["rows"]:
+        frac = r["fraction_of_device_bandwidth"]
+        lines.append(f"| {r['backend']} | {r['dtype']} | {r['n']:,} | {r['tier']} | "
+                     f"{r['options_per_s']:,.0f} | {'' if frac is None else f'{frac:.1%}'} |")
     return "\n".join(lines)
 
 
@@ -328,13 +436,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-size", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--backends", default="",
+                        help="comma-separated backends to time (default: all); the GPU "
+                        "split and resident tables run whenever a device is usable")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers' rows")
+    parser.add_argument("--resident-only", action="store_true",
+                        help="only the GPU table on device-resident data, float64, "
+                        "N = --max-size (a short run on a GPU machine)")
     parser.add_argument("--tiny", action="store_true",
                         help="N up to 10,000, 2 repeats, float64 only (for the test suite)")
     args = parser.parse_args(argv)
     dtypes: tuple[str, ...] = ("float64", "float32")
     if args.tiny:
         args.max_size, args.repeat, dtypes = 10_000, 2, ("float64",)
-    report = measure(args.max_size, args.repeat, dtypes)
+    only = tuple(b for b in args.backends.split(",") if b)
+    if args.resident_only:
+        report = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  "machine": {"hostname": socket.gethostname(),
+                              "processor": platform.processor(),
+                              "python": platform.python_version()},
+                  "repeat": args.repeat,
+                  "gpu_resident": gpu_resident(args.max_size, args.repeat, ("float64",))}
+        text = resident_table(report["gpu_resident"])
+        print(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / (f"{dt.date.today().isoformat()}-{report['machine']['hostname']}"
+                           "-kernels-resident")
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(text + "\n")
+        report["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md")]
+        return report
+    report = measure(args.max_size, args.repeat, dtypes, peers=not args.no_peers, only=only)
     text = table(report)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -246,14 +246,16 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
         if model == f.BACHELIER:
             m = und - strike
             intrinsic = xp.maximum(dr * w * m, 0.0)
+            terms = dr * (xp.abs(und) + xp.abs(strike))
             cap = xp.full_like(und, xp.inf)
         else:
             fd = und * xp.exp(-(r if model == f.BLACK76 else q) * t)
             kd = strike * dr
             intrinsic = xp.maximum(w * (fd - kd), 0.0)
+            terms = fd + kd
             cap = xp.minimum(fd, kd)
         tv = price - intrinsic
-        below = tv < -k.INTRINSIC_ULPS * k.EPS * intrinsic
+        below = tv < -k.INTRINSIC_ULPS * k.EPS * terms  # see INTRINSIC_ULPS
         at = (tv <= 0.0) & ~below
         above = ~below & ~at & ((t == 0.0) | (tv >= cap))
         solve = ~(bad | below | at | above)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,16 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 CPU_BACKENDS = ("numpy", "numba")
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+@cache
+def gpu_device() -> bool:
+    """Whether a real CUDA device is usable by both GPU backends here."""
+    if SIMULATED:
+        return False
+    from gpu_pricer import dispatch
+
+    return all(dispatch.status(name).available for name in ("cupy", "numba-cuda"))
 
 
 @pytest.fixture(params=CPU_BACKENDS)

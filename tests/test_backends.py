@@ -12,7 +12,7 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import SIMULATED, model_kwargs, random_book
+from .conftest import SIMULATED, gpu_device, model_kwargs, random_book
 
 
 @pytest.fixture(autouse=True)
@@ -75,13 +75,14 @@ def test_backends_report_here() -> None:
     status = gp.backends()
     assert set(status) == {"numpy", "numba", "cupy", "numba-cuda"}
     assert status["numpy"].available and status["numba"].available
-    if not SIMULATED:
-        # this machine has no GPU driver: the fallback a user meets with cupy installed
+    if not SIMULATED and not gpu_device():
+        # no GPU driver here (CI): the fallback a user meets with cupy installed
         assert not status["cupy"].available
         assert "driver" in status["cupy"].reason or "not importable" in status["cupy"].reason
         assert not status["numba-cuda"].available
 
 
+@pytest.mark.skipif(gpu_device(), reason="a CUDA device is usable here (test_gpu covers it)")
 def test_auto_falls_back_to_numba_without_a_device() -> None:
     assert dispatch.candidates("auto", on_device=False)[0] == "numba"
     out = gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
@@ -91,8 +92,8 @@ def test_auto_falls_back_to_numba_without_a_device() -> None:
 
 
 def test_named_backend_that_is_unavailable_raises() -> None:
-    if SIMULATED:
-        pytest.skip("the simulator makes numba-cuda available")
+    if SIMULATED or gpu_device():
+        pytest.skip("the simulator or a device makes numba-cuda available")
     with pytest.raises(RuntimeError, match="backend 'numba-cuda' is not available"):
         gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
                  backend="numba-cuda")
@@ -109,6 +110,8 @@ def test_device_failing_at_first_use_falls_back(monkeypatch: pytest.MonkeyPatch)
     def probe(name: str) -> dispatch.BackendStatus:
         if name == "numba-cuda":
             return dispatch.BackendStatus(name, True, "pretend device")
+        if name == "cupy":  # so that the CPU is next, on a machine with a GPU too
+            return dispatch.BackendStatus(name, False, "pretend no driver")
         return real_probe(name)
 
     calls: list[str] = []

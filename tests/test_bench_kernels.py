@@ -21,6 +21,8 @@ def test_kernel_bench_tiny(tmp_path: Path) -> None:
                                 for r in extrapolated)
     split = report["gpu_split"]  # no device here: says why, never a number
     assert split["measured"] or split["reason"]
+    resident = report["gpu_resident"]
+    assert resident["measured"] or "cupy" in resident["reason"]
     assert all(r["options_per_s"] > 0 for r in measured)
     unmeasured = [r for r in report["rows"] if not r["measured"]]
     assert all(r["reason"] for r in unmeasured)  # GPU rows say why, never a number

@@ -108,13 +108,19 @@ _INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
 
 
 
-def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -> SimpleNamespace:
+def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
+          table: Any = None) -> SimpleNamespace:
     """Compile the scalar formulas with `jit` and return them by name.
 
     `cold`, when given, compiles the rarely taken paths (limits at a
-    singular point) so they are called rather than inlined.
+    singular point) so they are called rather than inlined.  `table`, when
+    given, is the Mills-ratio table (`mills_table.COEFFS`'s values) as the
+    formulas should read it: on a GPU a device array, which the kernels read
+    from global memory rather than as a constant (constant memory serialises
+    a warp whose rows read different pieces).
     """
     cold = cold or jit
+    coeffs = _RHO1_COEFFS if table is None else table
 
     @jit
     def norm_cdf(z: float) -> float:
@@ -169,11 +175,11 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None) -
             j = _RHO1_PIECES - 1
         u = 2.0 * (h + (j + 1) * _RHO1_WIDTH) * (1.0 / _RHO1_WIDTH) - 1.0
         v = u * u
-        even = _RHO1_COEFFS[j, _RHO1_DEGREE - 1]
-        odd = _RHO1_COEFFS[j, _RHO1_DEGREE]
+        even = coeffs[j, _RHO1_DEGREE - 1]
+        odd = coeffs[j, _RHO1_DEGREE]
         for i in range(_RHO1_DEGREE - 3, -1, -2):
-            even = even * v + _RHO1_COEFFS[j, i]
-            odd = odd * v + _RHO1_COEFFS[j, i + 1]
+            even = even * v + coeffs[j, i]
+            odd = odd * v + coeffs[j, i + 1]
         return even + u * odd
 
     @jit

@@ -46,8 +46,12 @@ LOWER_MAP_C = 1.2091995761561452
 #: and 1e-4 still gives them; 1e-3 does not).
 STEP_RTOL = 1e-5
 MAX_STEPS = 12
-#: A price at most this many ulps below its intrinsic value is taken as at
-#: intrinsic value (its rounding): implied vol 0.
+#: A price at most this many ulps of its intrinsic value's terms below that
+#: value is taken as at intrinsic value: implied vol 0.  The ulps are those of
+#: the terms (discounted forward + discounted strike), not of their
+#: difference: each term carries the rounding of its exp, which the difference
+#: of two close terms magnifies, and which differs between math libraries
+#: (glibc on the CPU, CUDA's on the GPU) by an ulp or two.
 INTRINSIC_ULPS = 4.0
 EPS = 2.220446049250313e-16
 #: Smallest rational-cubic control parameter (the denominator stays > 0).
@@ -293,7 +297,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         intrinsic = max(intrinsic, 0.0)
         tv = price - intrinsic
         if tv <= 0.0:
-            if tv < -INTRINSIC_ULPS * EPS * intrinsic:
+            if tv < -INTRINSIC_ULPS * EPS * (fd + kd):
                 return math.nan, f.BELOW_INTRINSIC
             return 0.0, f.OK
         if t == 0.0 or tv >= min(fd, kd):
@@ -359,7 +363,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         intrinsic = max(intrinsic, 0.0)
         tv = price - intrinsic
         if tv <= 0.0:
-            if tv < -INTRINSIC_ULPS * EPS * intrinsic:
+            if tv < -INTRINSIC_ULPS * EPS * dr * (abs(fwd) + abs(k)):
                 return math.nan, f.BELOW_INTRINSIC
             return 0.0, f.OK
         if t == 0.0:
