@@ -41,14 +41,23 @@ log = logging.getLogger("gpu_pricer.api")
 
 def _warm_up() -> None:
     """Compile every model's price kernels (no Greeks, one, all) and its
-    implied-vol kernel before the service reports ready."""
-    underlyings: dict[str, dict[str, Any]] = {
-        "bsm": {"spot": 100.0}, "black76": {"forward": 100.0}, "bachelier": {"forward": 100.0}}
-    for model, kw in underlyings.items():
-        for greeks in ((), ("delta",), "all"):
-            gp.price(model=model, option_type="call", strike=100.0, t=1.0, sigma=0.2,
-                     greeks=greeks, **kw)
-        gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0, **kw)
+    implied-vol kernel before the service reports ready: for scalar inputs
+    (the row kernels) and for whole columns, as batches pass them (the
+    vectorised kernels, where a model has them)."""
+    one = np.ones(2)
+    for model in gp.MODELS:
+        und = "spot" if model == "bsm" else "forward"
+        scalars: dict[str, Any] = {und: 100.0, "strike": 100.0, "t": 1.0, "sigma": 0.2}
+        columns: dict[str, Any] = {k: v * one for k, v in scalars.items()}
+        columns["r"] = 0.0 * one
+        if model == "bsm":
+            columns["q"] = 0.0 * one
+        for kw, otype in ((scalars, "call"), (columns, one > 0)):
+            for greeks in ((), ("delta",), "all"):
+                gp.price(model=model, option_type=otype, greeks=greeks, **kw)
+        underlying: dict[str, Any] = {und: 100.0}
+        gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0,
+                       **underlying)
 
 
 #: The interpreter's GIL switch interval while the service runs (Python's

@@ -211,7 +211,8 @@ def run_numba(req: Request, out: Any, err: Any) -> None:
     from .kernels import cpu  # noqa: PLC0415
 
     ins = [_readonly(a) for a in (req.otype, *req.values)]
-    kern = cpu.kernel(req.model, req.size, req.kind)
+    kern = cpu.vector_kernel(req.model, req.size, req.kind) or cpu.kernel(req.model, req.size,
+                                                                          req.kind)
     kern(*ins, req.steps, out, err)
 
 

@@ -248,16 +248,18 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
             intrinsic = xp.maximum(dr * w * m, 0.0)
             terms = dr * (xp.abs(und) + xp.abs(strike))
             cap = xp.full_like(und, xp.inf)
+            bound = cap
         else:
             fd = und * xp.exp(-(r if model == f.BLACK76 else q) * t)
             kd = strike * dr
             intrinsic = xp.maximum(w * (fd - kd), 0.0)
             terms = fd + kd
             cap = xp.minimum(fd, kd)
+            bound = xp.where(w > 0, fd, kd)  # checked on the price too: tv may round below
         tv = price - intrinsic
         below = tv < -k.INTRINSIC_ULPS * k.EPS * terms  # see INTRINSIC_ULPS
         at = (tv <= 0.0) & ~below
-        above = ~below & ~at & ((t == 0.0) | (tv >= cap))
+        above = ~below & ~at & ((t == 0.0) | (tv >= cap) | (price >= bound))
         solve = ~(bad | below | at | above)
         vol = xp.zeros_like(und)
         idx = xp.nonzero(solve)[0]

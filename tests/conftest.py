@@ -73,7 +73,8 @@ def model_kwargs(model: str, book: dict[str, np.ndarray]) -> dict[str, Any]:
 @contextmanager
 def service(**env: str) -> Iterator[Any]:
     """A TestClient of the service with GPU_PRICER_* settings from `env`; kernels
-    compile on first use, so the full warm-up is skipped to keep tests fast."""
+    compile on first use, so the full warm-up is skipped to keep tests fast,
+    and the default deadline covers a first request's compilation."""
     from fastapi.testclient import TestClient
 
     from api.main import app
@@ -82,6 +83,7 @@ def service(**env: str) -> Iterator[Any]:
     get_service_settings.cache_clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPU_PRICER_WARMUP", "false")
+        mp.setenv("GPU_PRICER_DEFAULT_DEADLINE_MS", "120000")
         for key, value in env.items():
             mp.setenv(f"GPU_PRICER_{key.upper()}", value)
         with TestClient(app) as client:

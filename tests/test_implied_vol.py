@@ -385,3 +385,15 @@ def test_property_solves_or_says_why(call: bool, log_m: float, t: float, sigma: 
     kappa = float(_kappa("bsm", kw, out))
     bound = max(ULPS * (1 + kappa) * EPS / elasticity, 4 * EPS) if elasticity > 0 else math.inf
     assert abs(float(iv["implied_vol"]) - sigma) / sigma <= bound
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_price_that_rounds_to_its_upper_bound_is_above_bound(backend: str) -> None:
+    """A 20-year ATM put at 400% vol is worth its discounted strike to the last
+    bit: at the bound, so no finite vol, and said so (not 'no vol found')."""
+    kw = {"option_type": False, "spot": 100.0, "strike": 100.0, "t": 18.810614360921978,
+          "r": 0.0, "q": 0.0718956965762517}
+    p = gp.price(sigma=4.0, backend=backend, **kw)["price"]
+    assert float(p) == 100.0
+    iv = gp.implied_vol(price=p, backend=backend, **kw)
+    assert int(iv["error"]) == ErrorCode.PRICE_ABOVE_UPPER_BOUND

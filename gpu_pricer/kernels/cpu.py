@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from . import formulas, implied
+from . import formulas, implied, vector
 
 _COLD = njit(cache=False, nogil=True, error_model="numpy", fastmath={"contract"})
 _F = formulas.build(
@@ -67,3 +67,27 @@ def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
             )
 
     return run  # type: ignore[no-any-return]
+
+
+@cache
+def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., None] | None:
+    """The vectorised kernel (`vector`) where there is one -- bsm prices with
+    at most the first-order Greeks -- else None."""
+    if kind != "price" or model != formulas.BSM or size > formulas.DIVIDEND_RHO + 1:
+        return None
+    return vector.kernel(size, _called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
+                         _F.taylor_terms)
+
+
+@cache
+def _called(model: int) -> Callable[..., int]:
+    """The model's row function as a function of its own (compiled once, and
+    called rather than inlined where a kernel rarely needs it)."""
+    row = _F.rows[model]
+
+    @njit(nogil=True, error_model="numpy", fastmath={"contract"})
+    def call(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
+             sigma: float, r: float, q: float) -> int:  # pragma: no cover - compiled
+        return row(out, i, size, otype, und, k, t, sigma, r, q)  # type: ignore[no-any-return]
+
+    return call  # type: ignore[no-any-return]

@@ -190,12 +190,11 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
             1.0 - u * 0.2 * (1.0 - u * (1.0 / 6.0) * (1.0 - u * (1.0 / 7.0)))))))
 
     @jit
-    def taylor_sums(h: float, t: float, rho1: float) -> Any:
-        """(even, odd) parts of sum_k (I_k(h)/I_0(h)) t^k/k! for h <= 0, t < SMALL_T,
-        by the forward recurrence rho_{k+1} = h rho_k + k rho_{k-1}, two steps
-        at a time (rho_{k+2} = (h^2 + k + 1) rho_k + h k rho_{k-1}) so the
-        dependency chain is half as long; fewer terms where t is small."""
-        terms = SMALL_T_TERMS if t > 0.03 else (SMALL_T_TERMS - 4 if t > 0.005 else 6)
+    def taylor_terms(h: float, t: float, rho1: float, terms: int) -> Any:
+        """The sums of `taylor_sums` to `terms` terms (even), by the forward
+        recurrence rho_{k+1} = h rho_k + k rho_{k-1}, two steps at a time
+        (rho_{k+2} = (h^2 + k + 1) rho_k + h k rho_{k-1}) so the dependency
+        chain is half as long."""
         hh = h * h
         rho_prev = 1.0  # rho_{k-1}, k odd
         rho = rho1  # rho_k
@@ -212,6 +211,13 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
             rho_prev = rho_a
             rho = rho_b
         return even, odd
+
+    @jit
+    def taylor_sums(h: float, t: float, rho1: float) -> Any:
+        """(even, odd) parts of sum_k (I_k(h)/I_0(h)) t^k/k! for h <= 0, t < SMALL_T
+        (`taylor_terms`), with fewer terms where t is small."""
+        terms = SMALL_T_TERMS if t > 0.03 else (SMALL_T_TERMS - 4 if t > 0.005 else 6)
+        return taylor_terms(h, t, rho1, terms)
 
     @jit
     def asymptotic_parts(h: float, t: float) -> Any:
@@ -547,6 +553,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         norm_pdf=norm_pdf,
         finite=finite,
         taylor_sums=taylor_sums,
+        taylor_terms=taylor_terms,
         gauss_small=gauss_small,
         bachelier_otm=bachelier_otm,
     )

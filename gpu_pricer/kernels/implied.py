@@ -300,7 +300,9 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
             if tv < -INTRINSIC_ULPS * EPS * (fd + kd):
                 return math.nan, f.BELOW_INTRINSIC
             return 0.0, f.OK
-        if t == 0.0 or tv >= min(fd, kd):
+        # at or above the bound (the discounted forward for a call, the discounted
+        # strike for a put): on the price itself too, as tv may round below it
+        if t == 0.0 or tv >= min(fd, kd) or price >= (fd if w > 0.0 else kd):
             return math.nan, f.ABOVE_BOUND
         ax = abs(math.log(fd / kd))
         beta = tv / (math.sqrt(fd) * math.sqrt(kd))

@@ -1,0 +1,149 @@
+"""The vectorised bsm kernel (gpu_pricer/kernels/vector.py): its exp and log
+within 1 ulp of libm, its N(z) and n(z) within a few ulps of mpmath, and every
+row it prices equal, to a few ulps, to the row kernel's value for that row --
+in each of its regions, and exactly (the row function itself) for every row
+it leaves: bad rows, limits, far tails."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mpmath as mp
+import numpy as np
+import pytest
+from numba import njit, prange
+
+from gpu_pricer import dispatch
+from gpu_pricer.inputs import build_request
+from gpu_pricer.kernels import cpu, formulas, vector
+
+from .conftest import SIMULATED
+
+pytestmark = pytest.mark.skipif(SIMULATED, reason="CPU kernels only")
+
+
+@njit(parallel=True)
+def _apply(f: Any, x: Any, out: Any) -> None:  # pragma: no cover - compiled
+    for i in prange(x.shape[0]):
+        out[i] = f(x[i])
+
+
+@njit
+def _ncdf(z: Any, cdf: Any, pdf: Any) -> None:  # pragma: no cover - compiled
+    vncdf = _VNCDF
+    for i in range(z.shape[0]):
+        cdf[i], pdf[i] = vncdf(z[i])
+
+
+_VNCDF = vector.build(cpu._F.rho1, cpu._F.gauss_small, cpu._F.taylor_terms)
+
+
+def _ulps(got: np.ndarray[Any, Any], ref: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.asarray(np.abs(got - ref) / np.spacing(np.abs(ref)))
+
+
+def test_exp_and_log_are_within_an_ulp_of_libm() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-700.0, 700.0, 20_000), rng.uniform(-1.0, 1.0, 20_000),
+                        [0.0, -1e-300, 1e-300, 0.5 * math.log(2), -0.5 * math.log(2)]])
+    got = np.empty_like(x)
+    _apply(vector.vexp, x, got)
+    assert _ulps(got, np.exp(x)).max() <= 1.0
+    y = np.concatenate([np.exp(rng.uniform(-700.0, 700.0, 20_000)),
+                        rng.uniform(0.5, 2.0, 20_000), [2.0, 0.5, math.sqrt(2), 3.0]])
+    got = np.empty_like(y)
+    _apply(vector.vlog, y, got)
+    assert _ulps(got, np.log(y)).max() <= 1.0
+    one = np.ones(1)
+    _apply(vector.vlog, one, one)
+    assert one[0] == 0.0
+
+
+def test_ncdf_and_density_match_mpmath() -> None:
+    z = np.concatenate([np.linspace(-vector.MAX_Z, 8.0, 400), np.linspace(-1.0, 1.0, 101)])
+    cdf, pdf = np.empty_like(z), np.empty_like(z)
+    _ncdf(z, cdf, pdf)
+    mp.mp.dps = 30
+    ref_cdf = np.array([float(mp.ncdf(v)) for v in z])
+    ref_pdf = np.array([float(mp.npdf(v)) for v in z])
+    assert _ulps(pdf, ref_pdf).max() <= 4.0
+    low = z <= 0.0  # relative to N in the lower tail; near 1 in the upper
+    assert _ulps(cdf[low], ref_cdf[low]).max() <= 8.0
+    assert np.abs(cdf[~low] - ref_cdf[~low]).max() <= 4 * np.spacing(1.0)
+
+
+def _book(n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Rows in every region: textbook, short series, the asymptotic tail,
+    and limits and bad rows the vector loops leave to the row function."""
+    spot = rng.uniform(50.0, 150.0, n)
+    t = np.exp(rng.uniform(math.log(1e-4), math.log(5.0), n))
+    sigma = rng.uniform(0.01, 1.5, n)
+    book = {"option_type": rng.random(n) < 0.5, "spot": spot,
+            "strike": spot * np.exp(rng.normal(0.0, 0.6, n)), "t": t, "sigma": sigma,
+            "r": rng.uniform(-0.02, 0.1, n), "q": rng.uniform(0.0, 0.05, n)}
+    special = [("t", 0.0), ("sigma", 0.0), ("sigma", -0.1), ("t", -1.0), ("spot", np.nan),
+               ("strike", 0.0), ("r", np.inf), ("spot", 1e250), ("sigma", 40.0),
+               ("strike", 1e-3), ("t", 1e-12)]
+    for j, (name, value) in enumerate(special):
+        book[name][j::97] = value
+    return book
+
+
+@pytest.mark.parametrize("greeks", [(), ("delta", "gamma", "vega", "theta", "rho",
+                                         "dividend_rho")])
+def test_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...]) -> None:
+    book = _book(20_000, np.random.default_rng(11))
+    req = build_request(model="bsm", greeks=greeks, dtype="float64", forward=None, **book)
+    ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
+    assert req.steps.all()  # whole columns (broadcast inputs: test_vector_kernel_broadcasts)
+    rows = np.empty((req.size, req.n))
+    vec = np.empty((req.size, req.n))
+    err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
+    cpu.kernel(req.model, req.size)(*ins, req.steps, rows, err_rows)
+    kern = cpu.vector_kernel(req.model, req.size)
+    assert kern is not None
+    kern(*ins, req.steps, vec, err_vec)
+
+    np.testing.assert_array_equal(err_vec, err_rows)
+    assert (err_rows != 0).sum() > 100  # the bad rows are there
+    # every region of the kernels is in the book
+    with np.errstate(all="ignore"):  # the bad rows
+        s = book["sigma"] * np.sqrt(book["t"])
+        x = np.log(book["spot"] / book["strike"]) + (book["r"] - book["q"]) * book["t"]
+        h, half = -np.abs(x) / s, 0.5 * s
+    ok = err_rows == 0
+    assert (ok & (half >= formulas.SMALL_T) & (h + half >= formulas.ASYMPTOTIC_D1)).sum() > 1000
+    assert (ok & (half < formulas.SMALL_T) & (s > 0)).sum() > 1000
+    assert (ok & (half >= formulas.SMALL_T) & (h + half < formulas.ASYMPTOTIC_D1)).sum() > 10
+    # NaN where the row kernel has NaN, infinities alike, values to a few ulps
+    # of the row's own scale (theta and rho sum terms of both signs)
+    np.testing.assert_array_equal(np.isnan(vec), np.isnan(rows))
+    np.testing.assert_array_equal(np.isinf(vec), np.isinf(rows))
+    fin = np.isfinite(rows)
+    scale = np.maximum(np.abs(rows), 1e-300)
+    if req.size > 1:
+        spot_scale = book["spot"] * (1.0 + book["t"]) * 1e-14
+        scale[1:] = np.maximum(scale[1:], 1e-3 * spot_scale)
+    rel = np.abs(vec - rows)[fin] / scale[fin]
+    assert rel.max() < 2e-12
+    price_rel = np.abs(vec[0] - rows[0])[fin[0]] / np.maximum(np.abs(rows[0]), 1e-300)[fin[0]]
+    assert np.median(price_rel) < 1e-15
+
+
+def test_vector_kernel_broadcasts_as_whole_columns() -> None:
+    """A scalar input prices every row exactly as the same value repeated in a
+    column does: one kernel, whatever the steps."""
+    import gpu_pricer as gp
+
+    rng = np.random.default_rng(5)
+    n = 3_000
+    book = _book(n, rng)
+    greeks = ("delta", "gamma", "vega", "theta", "rho")
+    scalars = {**book, "option_type": "put", "r": 0.03, "q": 0.01, "t": 0.4}
+    columns = {**book, "option_type": np.zeros(n, bool), "r": np.full(n, 0.03),
+               "q": np.full(n, 0.01), "t": np.full(n, 0.4)}
+    a = gp.price(model="bsm", greeks=greeks, backend="numba", **scalars)
+    b = gp.price(model="bsm", greeks=greeks, backend="numba", **columns)
+    for name in ("price", *greeks, "error"):
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
