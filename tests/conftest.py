@@ -70,6 +70,24 @@ def model_kwargs(model: str, book: dict[str, np.ndarray]) -> dict[str, Any]:
     return kw
 
 
+def assert_agree(ref: dict[str, Any], got: dict[str, Any], rtol: float) -> None:
+    """`got` equals `ref` (gpu_pricer outputs): same keys, error codes and NaN
+    pattern; finite values within `rtol`, or within rtol * 1e-3 of the output's
+    largest magnitude (a Greek that is zero in exact arithmetic comes out as
+    rounding noise)."""
+    assert list(ref) == list(got)
+    np.testing.assert_array_equal(got["error"], ref["error"])
+    for name in ref:
+        if name == "error":
+            continue
+        x, y = ref[name], got[name]
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        ok = np.isfinite(x)
+        scale = float(np.max(np.abs(x[ok])))
+        np.testing.assert_allclose(y[ok], x[ok], rtol=rtol, atol=rtol * 1e-3 * scale,
+                                   err_msg=name)
+
+
 @contextmanager
 def service(**env: str) -> Iterator[Any]:
     """A TestClient of the service with GPU_PRICER_* settings from `env`; kernels

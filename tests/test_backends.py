@@ -12,7 +12,7 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import SIMULATED, gpu_device, model_kwargs, random_book
+from .conftest import SIMULATED, assert_agree, gpu_device, model_kwargs, random_book
 
 
 @pytest.fixture(autouse=True)
@@ -33,20 +33,6 @@ def _book_with_bad_rows(n: int, seed: int) -> dict[str, Any]:
     return book
 
 
-def _compare(a: dict[str, Any], b: dict[str, Any], rtol: float) -> None:
-    assert list(a) == list(b)
-    np.testing.assert_array_equal(a["error"], b["error"])
-    for name in a:
-        if name == "error":
-            continue
-        x, y = a[name], b[name]
-        assert np.array_equal(np.isnan(x), np.isnan(y)), name
-        ok = ~np.isnan(x)
-        scale = np.max(np.abs(x[ok & np.isfinite(x)]))
-        np.testing.assert_allclose(x[ok], y[ok], rtol=rtol, atol=rtol * 1e-3 * scale,
-                                   err_msg=name)
-
-
 @pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
 def test_numba_agrees_with_reference(model: str) -> None:
     book = _book_with_bad_rows(5000, seed=21)
@@ -54,7 +40,7 @@ def test_numba_agrees_with_reference(model: str) -> None:
     ref = gp.price(model=model, backend="numpy", **kw)
     fast = gp.price(model=model, backend="numba", **kw)
     assert (ref["error"] != 0).sum() > 50
-    _compare(ref, fast, rtol=1e-11)
+    assert_agree(ref, fast, rtol=1e-11)
 
 
 def test_float32_is_float64_arithmetic_on_float32_inputs(backend: str) -> None:

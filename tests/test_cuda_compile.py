@@ -22,11 +22,9 @@ from .conftest import SIMULATED
 pytestmark = pytest.mark.skipif(SIMULATED, reason="compiles for a real device, not the simulator")
 
 
-@pytest.mark.parametrize(("model", "size", "kind"), [
-    (0, 14, "price"), (1, 14, "price"), (2, 14, "price"),
-    (0, 1, "implied_vol"), (1, 1, "implied_vol"), (2, 1, "implied_vol"),
-])
-def test_kernels_compile_to_ptx(model: int, size: int, kind: str) -> None:
+def _row_kernel_ptx(model: int, size: int, kind: str, dtype: str) -> str:
+    """PTX of the row kernel for `dtype` inputs and outputs, for an sm_80 device
+    (skips where the CUDA compiler libraries are not installed)."""
     from numba import cuda, types
     from numba.cuda import dispatcher
 
@@ -36,13 +34,23 @@ def test_kernels_compile_to_ptx(model: int, size: int, kind: str) -> None:
         cuda.compile_ptx(lambda a: None, "void(float64[:])", cc=(8, 0))
     except Exception as exc:  # no NVVM/NVRTC: say so, loudly
         pytest.skip(f"CUDA compiler libraries not installed: {exc}")
-    vec = types.Array(types.float64, 1, "C")
+    real = getattr(types, dtype)
+    vec = types.Array(real, 1, "C")
     sig = (types.Array(types.int8, 1, "C"), *(vec,) * 6, types.Array(types.int64, 1, "C"),
-           types.Array(types.float64, 2, "C"), types.Array(types.int8, 1, "C"))
+           types.Array(real, 2, "C"), types.Array(types.int8, 1, "C"))
     fake_device = pytypes.SimpleNamespace(compute_capability=(8, 0))
     with mock.patch.object(dispatcher, "get_current_device", lambda: fake_device):
         kernel = kcuda.kernel(model, size, kind)
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
+    return str(ptx)
+
+
+@pytest.mark.parametrize(("model", "size", "kind"), [
+    (0, 14, "price"), (1, 14, "price"), (2, 14, "price"),
+    (0, 1, "implied_vol"), (1, 1, "implied_vol"), (2, 1, "implied_vol"),
+])
+def test_kernels_compile_to_ptx(model: int, size: int, kind: str) -> None:
+    ptx = _row_kernel_ptx(model, size, kind, "float64")
     assert ".visible .entry" in ptx
     assert "sm_80" in ptx
 
@@ -54,22 +62,7 @@ def test_float32_kernels_compute_in_float64(kind: str) -> None:
     (on the device target float() of a float32 stays float32, unlike the CPU)."""
     import re
 
-    from numba import cuda, types
-    from numba.cuda import dispatcher
-
-    from gpu_pricer.kernels import cuda as kcuda
-
-    try:
-        cuda.compile_ptx(lambda a: None, "void(float32[:])", cc=(8, 0))
-    except Exception as exc:
-        pytest.skip(f"CUDA compiler libraries not installed: {exc}")
-    vec = types.Array(types.float32, 1, "C")
-    sig = (types.Array(types.int8, 1, "C"), *(vec,) * 6, types.Array(types.int64, 1, "C"),
-           types.Array(types.float32, 2, "C"), types.Array(types.int8, 1, "C"))
-    fake_device = pytypes.SimpleNamespace(compute_capability=(8, 0))
-    with mock.patch.object(dispatcher, "get_current_device", lambda: fake_device):
-        kernel = kcuda.kernel(0, 14 if kind == "price" else 1, kind)
-        ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(8, 0))
+    ptx = _row_kernel_ptx(0, 14 if kind == "price" else 1, kind, "float32")
     arithmetic = re.findall(r"\b(?:add|sub|mul|fma|div|rcp|sqrt|ex2|lg2)\.[a-z.]*f32\b", ptx)
     assert "cvt.f64.f32" in ptx and "st.global.f32" in ptx
     assert arithmetic == []

@@ -20,7 +20,7 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import gpu_device, model_kwargs, random_book
+from .conftest import assert_agree, gpu_device, model_kwargs, random_book
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,23 +54,6 @@ def limit_book(n: int, seed: int) -> dict[str, Any]:
     return book
 
 
-def compare(ref: dict[str, Any], got: dict[str, Any], rtol: float) -> None:
-    """Same keys, error codes and NaN pattern; values within `rtol` of the
-    reference, or within rtol * 1e-3 of the output's largest magnitude (a
-    Greek that is zero in exact arithmetic comes out as rounding noise)."""
-    assert list(ref) == list(got)
-    np.testing.assert_array_equal(got["error"], ref["error"])
-    for name in ref:
-        if name == "error":
-            continue
-        x, y = ref[name], got[name]
-        assert np.array_equal(np.isnan(x), np.isnan(y)), name
-        ok = np.isfinite(x)
-        scale = float(np.max(np.abs(x[ok])))
-        np.testing.assert_allclose(y[ok], x[ok], rtol=rtol, atol=rtol * 1e-3 * scale,
-                                   err_msg=name)
-
-
 def host(result: dict[str, Any]) -> dict[str, Any]:
     import cupy
 
@@ -94,7 +77,7 @@ def test_gpu_backend_agrees_with_reference(model: str, backend: str) -> None:
     ref = gp.price(model=model, backend="numpy", **kw)
     got = gp.price(model=model, backend=backend, **kw)
     assert (ref["error"] != 0).sum() > 1000
-    compare(ref, got, rtol=1e-11)
+    assert_agree(ref, got, rtol=1e-11)
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
