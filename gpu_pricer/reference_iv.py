@@ -259,7 +259,8 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
         tv = price - intrinsic
         below = tv < -k.INTRINSIC_ULPS * k.EPS * terms  # see INTRINSIC_ULPS
         at = (tv <= 0.0) & ~below
-        above = ~below & ~at & ((t == 0.0) | (tv >= cap) | (price >= bound))
+        above = ~below & ~at & ((t == 0.0) | (tv >= cap)
+                                | (price >= bound * (1.0 - k.INTRINSIC_ULPS * k.EPS)))
         solve = ~(bad | below | at | above)
         vol = xp.zeros_like(und)
         idx = xp.nonzero(solve)[0]

@@ -388,12 +388,19 @@ def test_property_solves_or_says_why(call: bool, log_m: float, t: float, sigma: 
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_a_price_that_rounds_to_its_upper_bound_is_above_bound(backend: str) -> None:
-    """A 20-year ATM put at 400% vol is worth its discounted strike to the last
-    bit: at the bound, so no finite vol, and said so (not 'no vol found')."""
-    kw = {"option_type": False, "spot": 100.0, "strike": 100.0, "t": 18.810614360921978,
-          "r": 0.0, "q": 0.0718956965762517}
+@pytest.mark.parametrize(("log_m", "t", "r", "q"), [
+    (0.0, 18.810614360921978, 0.0, 0.0718956965762517),  # exactly the bound
+    (-1.1407157620790966, 19.011954051141657, 0.09111523751350077, 0.0859375),  # an ulp under
+])
+def test_a_price_within_rounding_of_its_upper_bound_is_above_bound(
+        backend: str, log_m: float, t: float, r: float, q: float) -> None:
+    """A 19-year put at 400% vol is worth its discounted strike to the last bit
+    or two: no vol is determined by such a price, and the answer says the price
+    is at the bound (not 'no vol found')."""
+    kw = {"option_type": False, "spot": 100.0, "strike": 100.0 * math.exp(log_m), "t": t,
+          "r": r, "q": q}
     p = gp.price(sigma=4.0, backend=backend, **kw)["price"]
-    assert float(p) == 100.0
+    bound = kw["strike"] * math.exp(-r * t)
+    assert abs(float(p) - bound) <= 4 * EPS * bound
     iv = gp.implied_vol(price=p, backend=backend, **kw)
     assert int(iv["error"]) == ErrorCode.PRICE_ABOVE_UPPER_BOUND

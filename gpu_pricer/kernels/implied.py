@@ -301,8 +301,10 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
                 return math.nan, f.BELOW_INTRINSIC
             return 0.0, f.OK
         # at or above the bound (the discounted forward for a call, the discounted
-        # strike for a put): on the price itself too, as tv may round below it
-        if t == 0.0 or tv >= min(fd, kd) or price >= (fd if w > 0.0 else kd):
+        # strike for a put), within its rounding: on the price itself too, as tv
+        # may round below it; a price that close to the bound determines no vol
+        bound = (fd if w > 0.0 else kd) * (1.0 - INTRINSIC_ULPS * EPS)
+        if t == 0.0 or tv >= min(fd, kd) or price >= bound:
             return math.nan, f.ABOVE_BOUND
         ax = abs(math.log(fd / kd))
         beta = tv / (math.sqrt(fd) * math.sqrt(kd))

@@ -15,7 +15,8 @@ differ.
 
 Accuracy: vexp and vlog are within 1 ulp of libm, vncdf within a few ulps of
 N(z) for |z| <= 37 (tests/test_vector.py); the regions' formulas are the row
-kernel's.
+kernel's, except that a textbook row takes n(d2) as n(d1) S e^(-qt) / (K e^(-rt))
+(the same number: d1^2 - d2^2 = 2 ln(F/K)) rather than from a second exp.
 """
 
 from __future__ import annotations
@@ -126,19 +127,33 @@ def vgauss(z: float) -> float:
     return vexp(-0.5 * zz) * (1.0 - 0.5 * err)
 
 
+def build_given_n(rho1: Callable[..., float]) -> Any:
+    """N(z) from z and n(z), on the given (compiled, inlinable) table function."""
+
+    @_jit
+    def vncdf_n(z: float, n: float) -> Any:
+        """N(z) for |z| <= MAX_Z given n = n(z): n/(rho1(-|z|) + |z|) in the
+        lower tail (two non-negative terms), 1 minus that in the upper."""
+        a = abs(z)
+        a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
+        tail = n / (rho1(-a) + a)
+        return tail if z < 0.0 else 1.0 - tail
+
+    return vncdf_n
+
+
 def build(rho1: Callable[..., float], gauss_small: Callable[..., float],
           taylor_terms: Callable[..., Any]) -> Any:
     """vncdf on the given (compiled, inlinable) table function."""
+    vncdf_n = build_given_n(rho1)
 
     @_jit
     def vncdf(z: float) -> Any:
-        """(N(z), n(z)) for |z| <= MAX_Z: n(|z|)/(rho1(-|z|) + |z|) in the lower
-        tail (two non-negative terms), 1 minus that in the upper."""
+        """(N(z), n(z)) for |z| <= MAX_Z."""
         a = abs(z)
         a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
         n = formulas.INV_SQRT_2PI * vgauss(a)
-        tail = n / (rho1(-a) + a)
-        return (tail if z < 0.0 else 1.0 - tail), n
+        return vncdf_n(z, n), n
 
     return vncdf
 
@@ -150,6 +165,7 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
     is the scalar bsm row function, for the rows the vector loops leave."""
     assert size <= formulas.DIVIDEND_RHO + 1
     vncdf = build(rho1, gauss_small, taylor_terms)
+    vncdf_n = build_given_n(rho1)
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
     small_t = formulas.SMALL_T
     asym = formulas.ASYMPTOTIC_D1
@@ -196,7 +212,8 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             s = cs[a]
             d1 = cx[a] / s + 0.5 * s
             nd1, n1 = vncdf(w * d1)
-            nd2, _ = vncdf(w * (d1 - s))
+            # n(d2) = n(d1) e^x = n(d1) S dq / (K dr): no second exp
+            nd2 = vncdf_n(w * (d1 - s), n1 * (cu[a] * cdq[a]) / (ck[a] * cdr[a]))
             c_nd1[a] = nd1
             c_nd2[a] = nd2
             c_n1[a] = n1
