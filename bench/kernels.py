@@ -211,18 +211,10 @@ def gpu_resident(n: int, repeat: int,
                   for k, v in book(n, seed, dtype).items()} for seed in (5, 6)]
         for name in usable:
             for tier, greeks in TIERS.items():
-                def call(b: dict[str, Any], g: Any = greeks, be: str = name,
-                         d: str = dtype) -> None:
-                    gp.price(greeks=g, backend=be, dtype=d, **b)
-                    sync()
-
-                call(books[1])  # warm-up: compilation, memory pool
-                times = []
-                for i in range(repeat):
-                    start = time.perf_counter()
-                    call(books[i % 2])
-                    times.append(time.perf_counter() - start)
-                median = float(np.median(times))
+                median = _synced_median(
+                    lambda b, g=greeks, be=name, d=dtype: gp.price(greeks=g, backend=be,
+                                                                    dtype=d, **b),
+                    books, repeat, sync)
                 outputs = 1 + (len(greeks) if isinstance(greeks, list) else 13)
                 moved = bytes_per_option(dtype, outputs) * n
                 rows.append({"backend": name, "dtype": dtype, "n": n, "tier": tier,
@@ -237,6 +229,18 @@ def gpu_resident(n: int, repeat: int,
             "device_bandwidth_bytes_per_s": bandwidth, "rows": rows}
 
 
+def _synced_median(fn: Any, books: list[dict[str, Any]], repeat: int, sync: Any) -> float:
+    """Median wall time of fn(book), the device synchronised after each call,
+    books rotated, after one warm-up call (compilation, memory pool)."""
+    def call(b: dict[str, Any]) -> None:
+        fn(b)
+        sync()
+
+    call(books[-1])
+    return float(np.median([_timed(lambda i=i: call(books[i % len(books)]))
+                            for i in range(repeat)]))
+
+
 def _sorted_row(n: int, repeat: int, bandwidth: float | None, sync: Any) -> dict[str, Any]:
     """numba-cuda, first-order Greeks, on the same kind of book sorted by
     moneyness ln(K/S)/(sigma sqrt t): a warp's rows then take the same branches
@@ -247,15 +251,8 @@ def _sorted_row(n: int, repeat: int, bandwidth: float | None, sync: Any) -> dict
     b = book(n, 5, "float64")
     order = np.argsort(np.log(b["strike"] / b["spot"]) / (b["sigma"] * np.sqrt(b["t"])))
     dev = {k: cupy.asarray(v[order]) if isinstance(v, np.ndarray) else v for k, v in b.items()}
-    gp.price(greeks=greeks, backend="numba-cuda", **dev)
-    sync()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        gp.price(greeks=greeks, backend="numba-cuda", **dev)
-        sync()
-        times.append(time.perf_counter() - start)
-    median = float(np.median(times))
+    median = _synced_median(lambda d: gp.price(greeks=greeks, backend="numba-cuda", **d),
+                            [dev], repeat, sync)
     moved = bytes_per_option("float64", 1 + len(greeks)) * n
     return {"backend": "numba-cuda", "dtype": "float64", "n": n,
             "tier": "first-order, rows sorted by moneyness", "median_s": median,
@@ -339,9 +336,7 @@ def measure(max_size: int, repeat: int,
         for n in sizes:
             rows += _peer_rows(n, [book(n, seed, "float64") for seed in (1, 2)], repeat)
     return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"hostname": socket.gethostname(), "processor": platform.processor(),
-                    "python": platform.python_version()},
+        **_stamp(),
         "memory_bandwidth_bytes_per_s": bandwidth,
         "repeat": repeat,
         "rows": rows,
@@ -349,6 +344,22 @@ def measure(max_size: int, repeat: int,
         "gpu_split": gpu_split(min(gpu_n, max_size), repeat),
         "gpu_resident": gpu_resident(min(gpu_n, max_size), repeat, dtypes),
     }
+
+
+def _stamp() -> dict[str, Any]:
+    """When and where a report was measured."""
+    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": {"hostname": socket.gethostname(), "processor": platform.processor(),
+                        "python": platform.python_version()}}
+
+
+def _write(out: Path, label: str, report: dict[str, Any], text: str) -> Path:
+    """The report as <date>-<host>-kernels<label>.json and .md under `out`; the stem."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{dt.date.today().isoformat()}-{report['machine']['hostname']}-kernels{label}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(text + "\n")
+    return stem
 
 
 def table(report: dict[str, Any]) -> str:
@@ -451,31 +462,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.max_size, args.repeat, dtypes = 10_000, 2, ("float64",)
     only = tuple(b for b in args.backends.split(",") if b)
     if args.resident_only:
-        report = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "machine": {"hostname": socket.gethostname(),
-                              "processor": platform.processor(),
-                              "python": platform.python_version()},
-                  "repeat": args.repeat,
+        report = {**_stamp(), "repeat": args.repeat,
                   "gpu_resident": gpu_resident(args.max_size, args.repeat, ("float64",))}
         text = resident_table(report["gpu_resident"])
         print(text)
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / (f"{dt.date.today().isoformat()}-{report['machine']['hostname']}"
-                           "-kernels-resident")
-        stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        stem.with_suffix(".md").write_text(text + "\n")
+        stem = _write(args.out, "-resident", report, text)
         report["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md")]
         return report
     report = measure(args.max_size, args.repeat, dtypes, peers=not args.no_peers, only=only)
     text = table(report)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
     label = "-tiny" if args.tiny else ("" if args.max_size == 10_000_000 else
                                         f"-n{args.max_size}")
-    stem = args.out / f"{dt.date.today().isoformat()}-{report['machine']['hostname']}-kernels"
-    stem = stem.with_name(stem.name + label)
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(text + "\n")
+    stem = _write(args.out, label, report, text)
     plot(report, stem.with_suffix(".png"))
     report["files"] = [str(stem.with_suffix(s)) for s in (".json", ".md", ".png")]
     return report

@@ -41,11 +41,13 @@ ERRORS: dict[int, str] = {
     ErrorCode.INVALID_OPTION_TYPE: "option_type is not call/put/c/p",
     ErrorCode.RESULT_NOT_FINITE: "the price overflows float64 (inputs too large)",
     ErrorCode.NON_POSITIVE_PRICE: "price <= 0 (implied_vol)",
-    ErrorCode.PRICE_BELOW_INTRINSIC: "price below the discounted intrinsic value (implied_vol)",
+    ErrorCode.PRICE_BELOW_INTRINSIC: (
+        "price below the discounted intrinsic value by more than its rounding (implied_vol)"
+    ),
     ErrorCode.PRICE_ABOVE_UPPER_BOUND: (
-        "price at or above the no-arbitrage upper bound (discounted forward for a call, "
-        "discounted strike for a put; intrinsic value at t = 0): no finite volatility "
-        "(implied_vol)"
+        "price at or above the no-arbitrage upper bound, or within 4 ulps of it "
+        "(discounted forward for a call, discounted strike for a put; intrinsic value at "
+        "t = 0): no finite volatility (implied_vol)"
     ),
     ErrorCode.NO_VOLATILITY_FOUND: "the solver found no finite volatility (implied_vol)",
 }

@@ -88,6 +88,24 @@ def assert_agree(ref: dict[str, Any], got: dict[str, Any], rtol: float) -> None:
                                    err_msg=name)
 
 
+def assert_float32_is_float64_arithmetic(backend: str, reference: str, n: int) -> None:
+    """dtype="float32" on `backend` equals float64 arithmetic (on `reference`) on
+    the float32-rounded inputs, rounded to float32 (to 1 float32 ulp)."""
+    import gpu_pricer as gp
+
+    book = random_book(n, seed=8)
+    kw = {k: v for k, v in book.items() if k != "option_type"}
+    f32 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], dtype="float32",
+                   backend=backend, **kw)
+    rounded = {k: v.astype(np.float32).astype(np.float64) for k, v in kw.items()}
+    f64 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"],
+                   backend=reference, **rounded)
+    for name in ("price", "delta", "vega"):
+        assert f32[name].dtype == np.float32
+        np.testing.assert_allclose(f32[name], f64[name].astype(np.float32), rtol=1.2e-7,
+                                   atol=1e-30, err_msg=name)
+
+
 @contextmanager
 def service(**env: str) -> Iterator[Any]:
     """A TestClient of the service with GPU_PRICER_* settings from `env`; kernels

@@ -12,7 +12,14 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import SIMULATED, assert_agree, gpu_device, model_kwargs, random_book
+from .conftest import (
+    SIMULATED,
+    assert_agree,
+    assert_float32_is_float64_arithmetic,
+    gpu_device,
+    model_kwargs,
+    random_book,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -44,17 +51,7 @@ def test_numba_agrees_with_reference(model: str) -> None:
 
 
 def test_float32_is_float64_arithmetic_on_float32_inputs(backend: str) -> None:
-    book = random_book(3000, seed=8)
-    kw = {k: v for k, v in book.items() if k != "option_type"}
-    f32 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], dtype="float32",
-                   backend=backend, **kw)
-    rounded = {k: v.astype(np.float32).astype(np.float64) for k, v in kw.items()}
-    f64 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], backend=backend,
-                   **rounded)
-    for name in ("price", "delta", "vega"):
-        assert f32[name].dtype == np.float32
-        np.testing.assert_allclose(f32[name], f64[name].astype(np.float32), rtol=1.2e-7,
-                                   atol=1e-30)
+    assert_float32_is_float64_arithmetic(backend, backend, 3_000)
 
 
 def test_backends_report_here() -> None:

@@ -20,7 +20,13 @@ import gpu_pricer as gp
 from gpu_pricer import dispatch
 from gpu_pricer.settings import get_settings
 
-from .conftest import assert_agree, gpu_device, model_kwargs, random_book
+from .conftest import (
+    assert_agree,
+    assert_float32_is_float64_arithmetic,
+    gpu_device,
+    model_kwargs,
+    random_book,
+)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -142,17 +148,7 @@ def test_chunked_transfers_match_one_chunk(backend: str,
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_float32_is_float64_arithmetic_on_float32_inputs(backend: str) -> None:
-    book = random_book(20_000, seed=8)
-    kw = {k: v for k, v in book.items() if k != "option_type"}
-    f32 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], dtype="float32",
-                   backend=backend, **kw)
-    rounded = {k: v.astype(np.float32).astype(np.float64) for k, v in kw.items()}
-    f64 = gp.price(option_type=book["option_type"], greeks=["delta", "vega"], backend="numpy",
-                   **rounded)
-    for name in ("price", "delta", "vega"):
-        assert f32[name].dtype == np.float32
-        np.testing.assert_allclose(f32[name], f64[name].astype(np.float32), rtol=1.2e-7,
-                                   atol=1e-30, err_msg=name)
+    assert_float32_is_float64_arithmetic(backend, "numpy", 20_000)
 
 
 def price_terms(model: str, kw: dict[str, Any]) -> Any:

@@ -142,10 +142,8 @@ def build_given_n(rho1: Callable[..., float]) -> Any:
     return vncdf_n
 
 
-def build(rho1: Callable[..., float], gauss_small: Callable[..., float],
-          taylor_terms: Callable[..., Any]) -> Any:
-    """vncdf on the given (compiled, inlinable) table function."""
-    vncdf_n = build_given_n(rho1)
+def build(vncdf_n: Callable[..., Any]) -> Any:
+    """vncdf over `build_given_n`'s function."""
 
     @_jit
     def vncdf(z: float) -> Any:
@@ -164,8 +162,8 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
     first-order Greeks); the arguments and results of `cpu.kernel`'s.  `row`
     is the scalar bsm row function, for the rows the vector loops leave."""
     assert size <= formulas.DIVIDEND_RHO + 1
-    vncdf = build(rho1, gauss_small, taylor_terms)
     vncdf_n = build_given_n(rho1)
+    vncdf = build(vncdf_n)
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
     small_t = formulas.SMALL_T
     asym = formulas.ASYMPTOTIC_D1
