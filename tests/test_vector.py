@@ -147,3 +147,33 @@ def test_vector_kernel_broadcasts_as_whole_columns() -> None:
     b = gp.price(model="bsm", greeks=greeks, backend="numba", **columns)
     for name in ("price", *greeks, "error"):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_rows_value_does_not_depend_on_its_block() -> None:
+    """Sorted by total volatility, whole blocks fall in one region (priced in
+    place, not gathered); shuffled, every block mixes them: each row gets
+    bitwise the same values either way, and so does a book priced alone."""
+    import gpu_pricer as gp
+
+    n, rng = 20 * vector.BLOCK, np.random.default_rng(23)
+    spot = rng.uniform(50.0, 150.0, n)
+    book = {"option_type": rng.random(n) < 0.5, "spot": spot,
+            "strike": spot * np.exp(rng.normal(0.0, 0.3, n)),
+            "t": np.exp(rng.uniform(math.log(1e-3), math.log(3.0), n)),
+            "sigma": rng.uniform(0.05, 0.8, n), "r": rng.uniform(0.0, 0.05, n),
+            "q": rng.uniform(0.0, 0.03, n)}
+    half = 0.5 * book["sigma"] * np.sqrt(book["t"])
+    order = np.argsort(half, kind="stable")
+    # blocks of the short series alone and of the textbook formula alone
+    blocks = (half[order] < formulas.SMALL_T).reshape(20, vector.BLOCK)
+    assert blocks.all(axis=1).sum() >= 3 and (~blocks).all(axis=1).sum() >= 3
+    greeks = ("delta", "gamma", "vega", "theta", "rho", "dividend_rho")
+    mixed = gp.price(model="bsm", greeks=greeks, backend="numba", **book)
+    ranked = gp.price(model="bsm", greeks=greeks, backend="numba",
+                      **{k: v[order] for k, v in book.items()})
+    for name in ("price", *greeks, "error"):
+        np.testing.assert_array_equal(ranked[name], mixed[name][order], err_msg=name)
+    one = gp.price(model="bsm", greeks=greeks, backend="numba",
+                   **{k: v[order][:1] for k, v in book.items()})
+    for name in ("price", *greeks):
+        np.testing.assert_array_equal(one[name], ranked[name][:1], err_msg=name)

@@ -7,7 +7,9 @@ the kernels' own Mills-ratio table (`vncdf`) -- and splits each block of rows
 into loops simple enough to vectorise: the row's log, discount factors and
 total volatility for every row; then the rows of the textbook region, and
 those of the short series (`formulas`, module docstring), each as its own
-loop over the block's rows of that region; then every other row (a bad row,
+loop over the block's rows of that region (picked without a branch per row,
+gathered into columns of their own unless the whole block is of that
+region); the Greeks as one more loop; then every other row (a bad row,
 a limit, the far tails, the asymptotic branch) through the scalar row
 function of `formulas`, so each row has exactly the value and error code the
 row kernel defines, to within the few ulps in which vexp/vlog and libm
@@ -251,112 +253,138 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             c_nd2[a] = (1.0 - pa if call else pa) if up else (pb if call else 1.0 - pb)
             c_price[a] = intrinsic + (dr * k * e * bb if up else dr * k * bb / e)
 
+    @_loop
+    def load(src: Any, lo: int, step: int, m: int,
+             dst: Any) -> None:  # pragma: no cover - compiled
+        """dst[:m] = an input's rows lo..lo+m-1 (step 1), or its one value (step 0)."""
+        if step == 1:
+            for j in range(m):
+                dst[j] = src[lo + j]
+        else:
+            value = src[0]
+            for j in range(m):
+                dst[j] = value
+
+    @_loop
+    def pick(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cover
+        """picked[:c] = the block's rows in `code`'s region, in order; returns c.
+        Branch-free: in a mixed book the regions alternate at random, and a
+        mispredicted branch per row cost more than the rest of the row."""
+        c = 0
+        for j in range(m):
+            picked[c] = j
+            c += np.int64(region[j] == code)
+        return c
+
+    @_loop
+    def gather(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover
+        for a in range(c):
+            dst[a] = src[picked[a]]
+
+    @_loop
+    def scatter(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover
+        for a in range(c):
+            dst[picked[a]] = src[a]
+
+    @_loop
+    def store(m: int, ws: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
+              vol: Any, dqs: Any, drs: Any, nd1s: Any, nd2s: Any, n1s: Any, prices: Any,
+              o_price: Any, o_delta: Any, o_gamma: Any, o_vega: Any, o_theta: Any,
+              o_rho: Any, o_drho: Any) -> None:  # pragma: no cover - compiled
+        """The price and first-order Greeks of the block's rows priced with
+        s > 0, as the row kernel's `lognormal_row` forms them (n1 = 0 gives
+        its limits), into the block's slices of the output rows."""
+        for j in range(m):
+            o_price[j] = prices[j]
+        if size > formulas.DELTA:
+            for j in range(m):
+                u = us[j]
+                k = ks[j]
+                tt = ts[j]
+                w = ws[j]
+                dq = dqs[j]
+                dr = drs[j]
+                nd1 = nd1s[j]
+                nd2 = nd2s[j]
+                n1 = n1s[j]
+                sqt = math.sqrt(tt)
+                o_delta[j] = w * dq * nd1
+                o_gamma[j] = dq * n1 / (u * vol[j])
+                o_vega[j] = u * dq * n1 * sqt
+                o_theta[j] = (w * (qs[j] * u * dq * nd1 - rs[j] * k * dr * nd2)
+                              - 0.5 * u * dq * n1 * sgs[j] / sqt)
+                o_rho[j] = w * k * tt * dr * nd2
+                o_drho[j] = -w * u * tt * dq * nd1
+
+    # the output row of each value code (a price-only kernel has row 0 alone)
+    r0, r1, r2, r3, r4, r5, r6 = (min(code, size - 1)
+                                  for code in range(formulas.DIVIDEND_RHO + 1))
+
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
         n = err.shape[0]
-        # an input of length 1 broadcasts (step 0)
-        s0, s1, s2, s3, s4, s5, s6 = (steps[0], steps[1], steps[2], steps[3], steps[4],
-                                      steps[5], steps[6])
         for b in prange((n + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             m = min(BLOCK, n - lo)
-            xs = np.empty(m)
-            vol = np.empty(m)
-            dqs = np.empty(m)
-            drs = np.empty(m)
-            region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
-            nd1s = np.empty(m)
-            nd2s = np.empty(m)
-            n1s = np.empty(m)
-            prices = np.empty(m)
-            picked = np.empty(m, np.int64)
-            cw = np.empty(m)
-            cu = np.empty(m)
-            ck = np.empty(m)
-            cx = np.empty(m)
-            cs = np.empty(m)
-            cdq = np.empty(m)
-            cdr = np.empty(m)
-            c_nd1 = np.empty(m)
-            c_nd2 = np.empty(m)
-            c_n1 = np.empty(m)
-            c_price = np.empty(m)
-            # the block's inputs as contiguous columns (a scalar broadcast to its
-            # rows), so that every loop below runs on unit strides whatever the steps
+            hi = lo + m
+            # the block's columns, rows of one scratch array: its inputs (a
+            # scalar broadcast to its rows, float32 widened), their parts, the
+            # normal integrals and prices, and one region's rows gathered
+            f = np.empty((26, m))
+            us, ks, ts, sgs, rs, qs, ws = f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+            xs, vol, dqs, drs = f[7], f[8], f[9], f[10]
+            nd1s, nd2s, n1s, prices = f[11], f[12], f[13], f[14]
+            cw, cu, ck, cx, cs, cdq, cdr = f[15], f[16], f[17], f[18], f[19], f[20], f[21]
+            c_nd1, c_nd2, c_n1, c_price = f[22], f[23], f[24], f[25]
             ots = np.empty(m, np.int8)
-            us = np.empty(m)
-            ks = np.empty(m)
-            ts = np.empty(m)
-            sgs = np.empty(m)
-            rs = np.empty(m)
-            qs = np.empty(m)
-            for j in range(m):
-                i = lo + j
-                ots[j] = otype[i * s0]
-                us[j] = und[i * s1]
-                ks[j] = strike[i * s2]
-                ts[j] = t[i * s3]
-                sgs[j] = sigma[i * s4]
-                rs[j] = r[i * s5]
-                qs[j] = q[i * s6]
+            region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
+            picked = np.empty(m, np.int64)
+            load(otype, lo, steps[0], m, ots)
+            load(und, lo, steps[1], m, us)
+            load(strike, lo, steps[2], m, ks)
+            load(t, lo, steps[3], m, ts)
+            load(sigma, lo, steps[4], m, sgs)
+            load(r, lo, steps[5], m, rs)
+            load(q, lo, steps[6], m, qs)
             prelude(m, ots, us, ks, ts, sgs, rs, qs, xs, vol, dqs, drs, region)
-            # each region's rows gathered into unit-stride columns, priced by a
-            # loop of its own that the compiler vectorises, and scattered back
-            for code in (TEXTBOOK, SERIES):
-                c = 0
-                for j in range(m):
-                    if region[j] == code:
-                        picked[c] = j
-                        c += 1
-                for a in range(c):
-                    j = picked[a]
-                    cw[a] = 1.0 if ots[j] == 1 else -1.0
-                    cu[a] = us[j]
-                    ck[a] = ks[j]
-                    cx[a] = xs[j]
-                    cs[a] = vol[j]
-                    cdq[a] = dqs[j]
-                    cdr[a] = drs[j]
-                if code == TEXTBOOK:
-                    textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1, c_price)
-                else:
-                    series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1, c_price)
-                for a in range(c):
-                    j = picked[a]
-                    nd1s[j] = c_nd1[a]
-                    nd2s[j] = c_nd2[a]
-                    n1s[j] = c_n1[a]
-                    prices[j] = c_price[a]
             for j in range(m):
-                i = lo + j
-                _store(out, i, size, np.float64(us[j]), np.float64(ks[j]),
-                       np.float64(ts[j]), np.float64(sgs[j]), np.float64(rs[j]),
-                       np.float64(qs[j]), 1.0 if ots[j] == 1 else -1.0, vol[j], dqs[j],
-                       drs[j], nd1s[j], nd2s[j], n1s[j], prices[j])
-                err[i] = ok
+                ws[j] = 1.0 if ots[j] == 1 else -1.0
+            # each region's rows gathered into unit-stride columns (unless the
+            # whole block is of that region), priced by a loop of its own that
+            # the compiler vectorises, and scattered back
+            for code in (TEXTBOOK, SERIES):
+                c = pick(m, region, code, picked)
+                if c == m and code == TEXTBOOK:
+                    textbook_rows(m, ws, us, ks, xs, vol, dqs, drs, nd1s, nd2s, n1s, prices)
+                elif c == m:
+                    series_rows(m, ws, us, ks, xs, vol, dqs, drs, nd1s, nd2s, n1s, prices)
+                elif c > 0:
+                    gather(c, picked, ws, cw)
+                    gather(c, picked, us, cu)
+                    gather(c, picked, ks, ck)
+                    gather(c, picked, xs, cx)
+                    gather(c, picked, vol, cs)
+                    gather(c, picked, dqs, cdq)
+                    gather(c, picked, drs, cdr)
+                    if code == TEXTBOOK:
+                        textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1,
+                                      c_price)
+                    else:
+                        series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1,
+                                    c_price)
+                    scatter(c, picked, c_nd1, nd1s)
+                    scatter(c, picked, c_nd2, nd2s)
+                    scatter(c, picked, c_n1, n1s)
+                    scatter(c, picked, c_price, prices)
+            store(m, ws, us, ks, ts, sgs, rs, qs, vol, dqs, drs, nd1s, nd2s, n1s, prices,
+                  out[r0, lo:hi], out[r1, lo:hi], out[r2, lo:hi], out[r3, lo:hi],
+                  out[r4, lo:hi], out[r5, lo:hi], out[r6, lo:hi])
+            err[lo:hi] = ok
             for j in range(m):
                 if region[j] == ROW:
                     i = lo + j
-                    err[i] = row(out, i, size, ots[j], np.float64(us[j]),
-                                 np.float64(ks[j]), np.float64(ts[j]),
-                                 np.float64(sgs[j]), np.float64(rs[j]), np.float64(qs[j]))
-
-    @_jit
-    def _store(out: Any, i: int, size: int, u: float, k: float, tt: float, sg: float,
-               rr: float, qq: float, w: float, s: float, dq: float, dr: float, nd1: float,
-               nd2: float, n1: float, price: float) -> None:
-        """The price and first-order Greeks of a row priced with s > 0, as the
-        row kernel's `lognormal_row` forms them (n1 = 0 gives its limits)."""
-        out[formulas.PRICE, i] = price
-        if size > formulas.DELTA:
-            sqt = math.sqrt(tt)
-            out[formulas.DELTA, i] = w * dq * nd1
-            out[formulas.GAMMA, i] = dq * n1 / (u * s)
-            out[formulas.VEGA, i] = u * dq * n1 * sqt
-            out[formulas.THETA, i] = (w * (qq * u * dq * nd1 - rr * k * dr * nd2)
-                                      - 0.5 * u * dq * n1 * sg / sqt)
-            out[formulas.RHO, i] = w * k * tt * dr * nd2
-            out[formulas.DIVIDEND_RHO, i] = -w * u * tt * dq * nd1
+                    err[i] = row(out, i, size, ots[j], us[j], ks[j], ts[j], sgs[j], rs[j],
+                                 qs[j])
 
     return run
