@@ -39,11 +39,18 @@ from .settings import get_service_settings
 log = logging.getLogger("gpu_pricer.api")
 
 
-def _warm_up() -> None:
+#: The Greeks of the full-size warm-up batch (the first-order tier).
+WARM_UP_GREEKS = ("delta", "gamma", "vega", "theta", "rho")
+
+
+def _warm_up(batch_options: int = 0) -> None:
     """Compile every model's price kernels (no Greeks, one, all) and its
     implied-vol kernel before the service reports ready: for scalar inputs
     (the row kernels) and for whole columns, as batches pass them (the
-    vectorised kernels, where a model has them)."""
+    vectorised kernels, where a model has them).  Then price one bsm batch of
+    `batch_options` rows with the first-order Greeks, so that the first full
+    batch a client sends finds its memory (host heap and buffer pool, device
+    memory pool) already mapped."""
     one = np.ones(2)
     for model in gp.MODELS:
         und = "spot" if model == "bsm" else "forward"
@@ -58,6 +65,10 @@ def _warm_up() -> None:
         underlying: dict[str, Any] = {und: 100.0}
         gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0,
                        **underlying)
+    if batch_options > 0:
+        strike = np.linspace(50.0, 150.0, batch_options)
+        gp.price(model="bsm", option_type=strike > 100.0, spot=100.0, strike=strike, t=0.5,
+                 sigma=0.2, r=0.03, q=0.01, greeks=WARM_UP_GREEKS)
 
 
 #: The interpreter's GIL switch interval while the service runs (Python's
@@ -84,7 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
     if settings.warmup:
-        await anyio.to_thread.run_sync(_warm_up)
+        await anyio.to_thread.run_sync(_warm_up, settings.max_batch_options)
     app.state.batcher = MicroBatcher(
         max_batch_options=settings.max_batch_options,
         max_delay_s=settings.max_delay_us * 1e-6,

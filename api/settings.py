@@ -52,7 +52,8 @@ class ServiceSettings(PricerSettings):
         "per 4 KiB; the resident size stays near its peak. Ignored off glibc."
     )
     max_batch_options: int = Field(
-        65_536, gt=0, description="Most options priced in one kernel call (a batch)."
+        1_048_576, gt=0, description="Most options priced in one kernel call (a batch); a "
+        "larger request is priced in slices of this size, each copied into its answer."
     )
     max_delay_us: int = Field(
         500, ge=0, description="Microseconds a batch waits for more requests after the first "

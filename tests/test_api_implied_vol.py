@@ -446,6 +446,19 @@ def test_warm_up_compiles_implied_vol_for_every_model(monkeypatch: pytest.Monkey
     assert {m for k, m in calls if k == "price"} == set(gp.MODELS)
 
 
+def test_warm_up_prices_one_batch_at_full_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[tuple[str, int, tuple[str, ...]]] = []
+
+    def price(**kw: Any) -> None:
+        sizes.append((kw["model"], np.size(kw["strike"]), tuple(kw["greeks"])))
+
+    monkeypatch.setattr(gp, "price", price)
+    monkeypatch.setattr(gp, "implied_vol", lambda **kw: None)
+    api.main._warm_up(5_000)
+    assert sizes[-1] == ("bsm", 5_000, api.main.WARM_UP_GREEKS)
+    assert all(n <= 2 for _, n, _ in sizes[:-1])  # the compile calls are small
+
+
 # --- Arrow -------------------------------------------------------------------------------
 
 

@@ -62,6 +62,16 @@ def test_parse_wrk_without_errors_or_script_line() -> None:
         service.parse_wrk("unable to connect to 127.0.0.1:1 Connection refused")
 
 
+def test_overlap_bound_spreads_transfer_and_library_cpu_over_the_cores() -> None:
+    arrow = {"transfer": {"cpu_s": {"client": 0.025, "server": 0.045}},
+             "library": {"cpu_s": {"client": 0.050, "server": 0.0}, "median_s": 0.027}}
+    bound = service.overlap_bound(arrow, 2)
+    assert bound["least_s"] == pytest.approx(0.060)  # (0.070 + 0.050) / 2
+    assert bound["ratio"] == pytest.approx(0.027 / 0.060)
+    # many cores: the library's own time is the floor
+    assert service.overlap_bound(arrow, 64)["ratio"] == pytest.approx(1.0)
+
+
 def test_server_timing_is_read_by_name() -> None:
     got = service.server_timing("recv;dur=12.5, app;dur=40.25, db;desc=x")
     assert got == {"recv": 12.5, "app": 40.25}
@@ -152,6 +162,13 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert len(arrow["transfer"]["times_s"]) == service.TINY_ARROW_REPEAT
     assert arrow["transfer"]["median_s"] > 0 and arrow["answer_bytes"] > arrow["body_bytes"] / 2
     assert isinstance(cfg["client_keeps_freed_memory"], bool)
+    # CPU time of each side, and the bound it puts on any service here
+    for key in ("service", "transfer"):
+        assert arrow[key]["cpu_s"]["client"] > 0 and arrow[key]["cpu_s"]["server"] >= 0
+    assert arrow["library"]["cpu_s"]["client"] > 0
+    bound = arrow["overlap_bound"]
+    assert bound["cores"] == data["machine"]["cpus_usable"]
+    assert bound["least_s"] >= arrow["library"]["median_s"] and 0 < bound["ratio"] <= 1
 
     # the service processes' memory and CPU, which k8s/ is sized from (Linux /proc)
     res = data["resources"]
@@ -181,6 +198,7 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "share these CPUs" in printed
     assert "until its answer started" in printed
     assert "The bare transfer alone takes" in printed
+    assert "perfectly overlapped" in printed
     assert "PASS" in printed or "FAIL" in printed
 
 

@@ -273,7 +273,7 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
         c = 0
         for j in range(m):
             picked[c] = j
-            c += np.int64(region[j] == code)
+            c += int(region[j] == code)
         return c
 
     @_loop
