@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import core
 
-MEASURED = ("auto", "backend:numpy", "backend:numba", "tutorial", "quantlib", "plain_numba")
+MEASURED = ("auto", "backend:numpy", "backend:numba", "tutorial", "tutorial_functions",
+            "quantlib", "quantlib_engine", "plain_numba")
 
 
 def test_core_bench_tiny_writes_results(tmp_path: Path,
@@ -55,11 +57,36 @@ def test_core_bench_tiny_writes_results(tmp_path: Path,
     assert methods["quantlib"]["extrapolated"]
     assert methods["quantlib"]["options_per_call"] == core.TINY_QL_SAMPLE
 
+    assert methods["quantlib_engine"]["extrapolated"]
+    assert methods["quantlib_engine"]["options_per_call"] == core.TINY_QL_SAMPLE
+
     assert [t["method"] for t in data["targets"]] == ["tutorial", "quantlib", "plain_numba"]
-    for t in data["targets"]:
+    assert [t["method"] for t in data["user_style_targets"]] == ["tutorial_functions",
+                                                                 "quantlib_engine"]
+    for t in data["targets"] + data["user_style_targets"]:
         assert t["ratio"] > 0
         assert isinstance(t["pass"], bool)
 
     printed = capsys.readouterr().out
     assert "| method | backend | options/s (median)" in printed
     assert "auto vs QuantLib per-option loop" in printed
+
+
+def test_user_style_baselines_equal_the_fused_ones() -> None:
+    """The tutorial as one function per output gives the fused tutorial's
+    values; the QuantLib engine loop gives BlackCalculator's on whole days."""
+    book = core.make_book(3_000, np.random.default_rng(7))
+    fused, functions = core.price_tutorial(book), core.price_tutorial_functions(book)
+    ref = {k: np.asarray(v) for k, v in core.price_gpu_pricer(book, "numba").items()}
+    assert core.check_agreement("functions", functions, ref, book["spot"])
+    for name in core.OUTPUTS:
+        np.testing.assert_allclose(functions[name], fused[name], rtol=1e-9,
+                                   atol=1e-12 * book["spot"].max(), err_msg=name)
+    days = core.whole_days(book, 300)
+    np.testing.assert_allclose(days["t"] * 365.0, np.round(days["t"] * 365.0), rtol=1e-12)
+    assert days["t"].min() * 365.0 > 0.5
+    engine = core.price_quantlib_engine(book, 300)
+    calculator = core.price_quantlib(days, 300)
+    for name in core.OUTPUTS:
+        np.testing.assert_allclose(engine[name], calculator[name], rtol=1e-9,
+                                   atol=1e-12 * days["spot"].max(), err_msg=name)

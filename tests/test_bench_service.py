@@ -63,8 +63,8 @@ def test_parse_wrk_without_errors_or_script_line() -> None:
 
 
 def test_overlap_bound_spreads_transfer_and_library_cpu_over_the_cores() -> None:
-    arrow = {"transfer": {"cpu_s": {"client": 0.025, "server": 0.045}},
-             "library": {"cpu_s": {"client": 0.050, "server": 0.0}, "median_s": 0.027}}
+    arrow = {"transfer": {"least_cpu_s": 0.070}, "library": {"least_cpu_s": 0.050,
+                                                              "median_s": 0.027}}
     bound = service.overlap_bound(arrow, 2)
     assert bound["least_s"] == pytest.approx(0.060)  # (0.070 + 0.050) / 2
     assert bound["ratio"] == pytest.approx(0.027 / 0.060)
@@ -166,6 +166,8 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     for key in ("service", "transfer"):
         assert arrow[key]["cpu_s"]["client"] > 0 and arrow[key]["cpu_s"]["server"] >= 0
     assert arrow["library"]["cpu_s"]["client"] > 0
+    for key in ("service", "library", "transfer"):
+        assert 0 < arrow[key]["least_cpu_s"] <= sum(arrow[key]["cpu_s"].values()) + 1e-9
     bound = arrow["overlap_bound"]
     assert bound["cores"] == data["machine"]["cpus_usable"]
     assert bound["least_s"] >= arrow["library"]["median_s"] and 0 < bound["ratio"] <= 1
