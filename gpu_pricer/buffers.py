@@ -10,6 +10,7 @@ handed out twice); otherwise it allocates.  Small buffers are not pooled.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from typing import Any
@@ -32,7 +33,7 @@ class BufferPool:
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         """An uninitialised C-contiguous array, reused when one is free."""
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_POOLED_BYTES or nbytes > self._max_bytes:
             return np.empty(shape, dtype)
         with self._lock:

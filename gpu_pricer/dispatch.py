@@ -207,13 +207,30 @@ def _readonly(a: Any) -> Any:
     return view
 
 
+#: Below this many rows the Numba kernels run on the calling thread alone:
+#: waking the parallel runtime's other threads costs more than they save there
+#: (bench.kernels' small sizes), and in the service they would take a core from
+#: the event loop for every micro-batch of small requests.
+SERIAL_ROWS = 4096
+
+
 def run_numba(req: Request, out: Any, err: Any) -> None:
+    import numba  # noqa: PLC0415
+
     from .kernels import cpu  # noqa: PLC0415
 
     ins = [_readonly(a) for a in (req.otype, *req.values)]
-    kern = cpu.vector_kernel(req.model, req.size, req.kind) or cpu.kernel(req.model, req.size,
-                                                                          req.kind)
-    kern(*ins, req.steps, out, err)
+    size = req.size
+    kern = cpu.vector_kernel(req.model, size, req.kind) or cpu.kernel(req.model, size, req.kind)
+    if req.n >= SERIAL_ROWS:
+        kern(*ins, req.steps, out, err)
+        return
+    threads = numba.get_num_threads()  # this thread's setting; others keep theirs
+    numba.set_num_threads(1)
+    try:
+        kern(*ins, req.steps, out, err)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:

@@ -9,6 +9,7 @@ which mark just that row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -70,7 +71,7 @@ class Request:
     @property
     def size(self) -> int:
         """Rows of the output buffer: value codes 0..size-1 (the tier)."""
-        top = int(self.codes.max()) + 1
+        top = max(self.codes.tolist()) + 1
         return next(size for size in TIERS if size >= top)
 
     @property
@@ -216,7 +217,7 @@ def build_request(
         raise ValueError(
             f"inputs do not broadcast together: option_type{tuple(otype.shape)}, {shapes}"
         ) from None
-    n = int(np.prod(shape)) if shape else 1
+    n = math.prod(shape)
     flat = tuple(_flat(xp, a, shape) for a in arrays.values())
     codes = np.array([f.PRICE, *(GREEKS[g] for g in names[1:])], dtype=np.int64)
     return Request(

@@ -138,3 +138,47 @@ def test_chunked_reference_matches_unchunked(monkeypatch: pytest.MonkeyPatch) ->
     chunked = gp.price(option_type=book["option_type"], backend="numpy", greeks="all", **kw)
     for name in whole:
         np.testing.assert_array_equal(chunked[name], whole[name])
+
+
+@pytest.mark.skipif(SIMULATED, reason="CPU kernels only")
+def test_small_calls_run_on_the_calling_thread_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below SERIAL_ROWS the Numba kernel runs with one thread (no wake-up of
+    the others), every row as it is priced in a parallel call, and the
+    caller's thread count is restored, even when the kernel raises."""
+    import numba
+
+    rng = np.random.default_rng(31)
+    n = dispatch.SERIAL_ROWS
+    book = {"option_type": rng.random(n) < 0.5, "spot": rng.uniform(50, 150, n),
+            "strike": rng.uniform(50, 150, n), "t": rng.uniform(0.01, 2, n),
+            "sigma": rng.uniform(0.05, 0.8, n), "r": 0.02, "q": 0.01}
+    threads = numba.get_num_threads()
+    seen: list[int] = []
+    original = dispatch.run_numba
+
+    def spy(req: Any, out: Any, err: Any) -> None:
+        original(req, out, err)
+        seen.append(req.n)
+
+    monkeypatch.setitem(dispatch.RUNNERS, "numba", spy)
+    parallel = gp.price(model="bsm", greeks="all", backend="numba", **book)
+    small = gp.price(model="bsm", greeks="all", backend="numba",
+                     **{k: v[: n - 1] if np.ndim(v) else v for k, v in book.items()})
+    assert seen == [n, n - 1]
+    for name, values in parallel.items():
+        np.testing.assert_array_equal(small[name], values[: n - 1], err_msg=name)
+    assert numba.get_num_threads() == threads
+
+    from gpu_pricer.kernels import cpu
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        def kern(*a: Any) -> None:
+            assert numba.get_num_threads() == 1
+            raise RuntimeError("kernel fault")
+        return kern
+
+    monkeypatch.setattr(cpu, "vector_kernel", broken)
+    with pytest.raises(RuntimeError, match="kernel fault"):
+        gp.price(model="bsm", option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
+                 backend="numba")
+    assert numba.get_num_threads() == threads
