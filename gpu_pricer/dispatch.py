@@ -207,11 +207,13 @@ def _readonly(a: Any) -> Any:
     return view
 
 
-#: Below this many rows the Numba kernels run on the calling thread alone:
-#: waking the parallel runtime's other threads costs more than they save there
-#: (bench.kernels' small sizes), and in the service they would take a core from
-#: the event loop for every micro-batch of small requests.
-SERIAL_ROWS = 4096
+#: Below this many rows the Numba kernels run on the calling thread alone.
+#: There the other threads save no time when they spin between calls (OpenMP's
+#: default) and burn a core doing it, and they cost time when they sleep
+#: (OMP_WAIT_POLICY=PASSIVE, the service's setting, where one thread stays
+#: faster up to a few thousand rows); in the service they would take a core
+#: from the event loop for every micro-batch of small requests.
+SERIAL_ROWS = 1024
 
 
 def run_numba(req: Request, out: Any, err: Any) -> None:
