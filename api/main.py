@@ -47,10 +47,10 @@ def _warm_up(batch_options: int = 0) -> None:
     """Compile every model's price kernels (no Greeks, one, all) and its
     implied-vol kernel before the service reports ready: for scalar inputs
     (the row kernels) and for whole columns, as batches pass them (the
-    vectorised kernels, where a model has them).  Then price one bsm batch of
-    `batch_options` rows with the first-order Greeks, so that the first full
-    batch a client sends finds its memory (host heap and buffer pool, device
-    memory pool) already mapped."""
+    vectorised kernels, where a model has them), and write and read one
+    Arrow stream.  Then price one bsm batch of `batch_options` rows with the
+    first-order Greeks, so that the first full batch a client sends finds its
+    memory (host heap and buffer pool, device memory pool) already mapped."""
     one = np.ones(2)
     for model in gp.MODELS:
         und = "spot" if model == "bsm" else "forward"
@@ -65,6 +65,11 @@ def _warm_up(batch_options: int = 0) -> None:
         underlying: dict[str, Any] = {und: 100.0}
         gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0,
                        **underlying)
+    # pyarrow's IPC writer and reader start up on first use (a few hundred ms
+    # here): not on the first client's Arrow request
+    answer = arrow_io.write_table({"price": np.zeros(2), "error": np.zeros(2, np.int8)},
+                                  ["price"], None)
+    arrow_io.read_table(bytes(answer))
     if batch_options > 0:
         strike = np.linspace(50.0, 150.0, batch_options)
         gp.price(model="bsm", option_type=strike > 100.0, spot=100.0, strike=strike, t=0.5,
