@@ -900,7 +900,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
          "library": arrow["library"]["options_per_s"], "unit": "options/s",
          "ratio": arrow["ratio"], "target": f">= {MIN_ARROW_VS_LIBRARY:g}x",
          "pass": arrow["ratio"] >= MIN_ARROW_VS_LIBRARY,
-         "bound": arrow.get("overlap_bound", {}).get("ratio")},
+         "bound": arrow["overlap_bound"]["ratio"]},
     ]
     on = _point(report, "batch", "coalescing-on", conns)
     off = _point(report, "batch", "coalescing-off", conns)
@@ -992,8 +992,8 @@ def arrow_table(report: dict[str, Any]) -> str:
                   f"{lib / (floor + lib):.3g}x the library in process here "
                   f"({lib * 1e3:.1f} / ({floor * 1e3:.1f} + {lib * 1e3:.1f}) ms); the service "
                   f"spent {(s['median_s'] - floor) * 1e3:.1f} ms beyond the bare transfer."]
-    if "cpu_s" in a.get("transfer", {}):
-        bound = a.get("overlap_bound") or overlap_bound(a, report["machine"]["cpus_usable"])
+    if "overlap_bound" in a:
+        bound = a["overlap_bound"]
         cores = bound["cores"]
         t_cpu, s_cpu = a["transfer"]["cpu_s"], a["service"]["cpu_s"]
         l_cpu = a["library"]["cpu_s"]["client"]

@@ -355,11 +355,13 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             # the compiler vectorises, and scattered back
             for code in (TEXTBOOK, SERIES):
                 c = pick(m, region, code, picked)
-                if c == m and code == TEXTBOOK:
-                    textbook_rows(m, ws, us, ks, xs, vol, dqs, drs, nd1s, nd2s, n1s, prices)
-                elif c == m:
-                    series_rows(m, ws, us, ks, xs, vol, dqs, drs, nd1s, nd2s, n1s, prices)
-                elif c > 0:
+                if c == 0:
+                    continue
+                whole = c == m
+                if whole:
+                    a_w, a_u, a_k, a_x, a_s, a_dq, a_dr = ws, us, ks, xs, vol, dqs, drs
+                    a_nd1, a_nd2, a_n1, a_price = nd1s, nd2s, n1s, prices
+                else:
                     gather(c, picked, ws, cw)
                     gather(c, picked, us, cu)
                     gather(c, picked, ks, ck)
@@ -367,12 +369,15 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
                     gather(c, picked, vol, cs)
                     gather(c, picked, dqs, cdq)
                     gather(c, picked, drs, cdr)
-                    if code == TEXTBOOK:
-                        textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1,
-                                      c_price)
-                    else:
-                        series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, c_nd1, c_nd2, c_n1,
-                                    c_price)
+                    a_w, a_u, a_k, a_x, a_s, a_dq, a_dr = cw, cu, ck, cx, cs, cdq, cdr
+                    a_nd1, a_nd2, a_n1, a_price = c_nd1, c_nd2, c_n1, c_price
+                if code == TEXTBOOK:
+                    textbook_rows(c, a_w, a_u, a_k, a_x, a_s, a_dq, a_dr, a_nd1, a_nd2, a_n1,
+                                  a_price)
+                else:
+                    series_rows(c, a_w, a_u, a_k, a_x, a_s, a_dq, a_dr, a_nd1, a_nd2, a_n1,
+                                a_price)
+                if not whole:
                     scatter(c, picked, c_nd1, nd1s)
                     scatter(c, picked, c_nd2, nd2s)
                     scatter(c, picked, c_n1, n1s)
