@@ -28,7 +28,9 @@ class ArrowBodyError(ValueError):
         self.status = status
 
 
-def read_table(body: bytes) -> pa.Table:
+def read_table(body: bytes | np.ndarray[Any, Any]) -> pa.Table:
+    """The Arrow IPC stream in `body` (any bytes-like object), its columns over
+    the body's own memory; 400 when it is not one."""
     try:
         return pa.ipc.open_stream(pa.py_buffer(body)).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
@@ -109,6 +111,6 @@ def write_table(out: dict[str, Any], names: list[str],
     # from the library's buffer pool (NumPy, the process heap), not Arrow's own
     # allocator: a bulk answer reuses memory the last one (or the warm-up's
     # full-size batch) already mapped, rather than faulting in fresh pages
-    buf = buffers.OUTPUTS.empty((mock.size(),), np.dtype(np.uint8))
+    buf = buffers.OUTPUTS.bytes(mock.size())
     write(pa.FixedSizeBufferWriter(pa.py_buffer(buf)))
     return buf.data

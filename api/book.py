@@ -32,6 +32,7 @@ from fastapi.responses import Response
 from gpu_pricer import book
 
 from . import arrow_io
+from .bodies import read_body
 from .ratelimit import enforce
 from .security import authenticate
 from .settings import get_service_settings
@@ -89,7 +90,7 @@ async def revalue(
             grid = book.parse_scenarios(scenarios)
         except ValueError as exc:
             raise _query_error("scenarios", str(exc)) from None
-    body = await request.body()
+    body = await read_body(request)
     try:
         table = arrow_io.read_table(body)
         limit = get_service_settings().max_arrow_rows

@@ -24,10 +24,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 import gpu_pricer as gp
-from gpu_pricer import dispatch
+from gpu_pricer import buffers, dispatch
 
 from . import arrow_io, jsonio, memory, metrics, openapi
 from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .bodies import read_body
 from .book import router as book_router
 from .lean import LeanApp
 from .middleware import AccessLog, BodyLimit, header
@@ -49,8 +50,10 @@ def _warm_up(batch_options: int = 0) -> None:
     (the row kernels) and for whole columns, as batches pass them (the
     vectorised kernels, where a model has them), and write and read one
     Arrow stream.  Then price one bsm batch of `batch_options` rows with the
-    first-order Greeks, so that the first full batch a client sends finds its
-    memory (host heap and buffer pool, device memory pool) already mapped."""
+    first-order Greeks and write its Arrow answer, so that the first full
+    batch a client sends finds its memory (host heap and buffer pool: the
+    outputs, a body and an answer of that size; device memory pool) already
+    mapped."""
     one = np.ones(2)
     for model in gp.MODELS:
         und = "spot" if model == "bsm" else "forward"
@@ -72,8 +75,13 @@ def _warm_up(batch_options: int = 0) -> None:
     arrow_io.read_table(bytes(answer))
     if batch_options > 0:
         strike = np.linspace(50.0, 150.0, batch_options)
-        gp.price(model="bsm", option_type=strike > 100.0, spot=100.0, strike=strike, t=0.5,
-                 sigma=0.2, r=0.03, q=0.01, greeks=WARM_UP_GREEKS)
+        out = gp.price(model="bsm", option_type=strike > 100.0, spot=100.0, strike=strike,
+                       t=0.5, sigma=0.2, r=0.03, q=0.01, greeks=WARM_UP_GREEKS)
+        answer = arrow_io.write_table(dict(out), ["price", *WARM_UP_GREEKS], None)
+        # a body of that size is read into a pooled buffer while its answer is
+        # written into another: both mapped here (page faults cost ~100 ms each)
+        body = buffers.OUTPUTS.bytes(answer.nbytes)
+        body[:] = np.frombuffer(answer, np.uint8)
 
 
 #: The interpreter's GIL switch interval while the service runs (Python's
@@ -346,7 +354,7 @@ async def _arrow(request: Request, kind: str, model: str, greeks: tuple[str, ...
                  deadline_header: int | None) -> Response:
     """Read the Arrow body (numeric columns zero-copy over it), compute it
     through the micro-batcher, answer an Arrow stream of the results."""
-    body = await request.body()
+    body = await read_body(request)
     try:
         table = arrow_io.read_table(body)
         limit = get_service_settings().max_arrow_rows

@@ -44,10 +44,37 @@ class BufferPool:
                     self._buffers.append(self._buffers.pop(i))
                     return buf
             buf = np.empty(shape, dtype)
-            self._buffers.append(buf)
-            while sum(b.nbytes for b in self._buffers) > self._max_bytes:
-                self._buffers.pop(0)  # its holders, if any, keep it alive
+            self._add(buf)
             return buf
+
+    def bytes(self, nbytes: int) -> np.ndarray[Any, Any]:
+        """An uninitialised uint8 array of `nbytes`: the start of the smallest
+        free pooled byte buffer that holds them (so a request body or an
+        answer of any size reuses mapped memory), else a new one of exactly
+        that size (pooled, unless small)."""
+        if nbytes < MIN_POOLED_BYTES or nbytes > self._max_bytes:
+            return np.empty(nbytes, np.uint8)
+        with self._lock:
+            best = -1
+            for i in range(len(self._buffers)):
+                buf = self._buffers[i]
+                if (buf.dtype == np.uint8 and buf.ndim == 1 and buf.size >= nbytes
+                        and (best < 0 or buf.size < self._buffers[best].size)
+                        and sys.getrefcount(buf) == 3):  # as in `empty`
+                    best = i
+            if best >= 0:
+                buf = self._buffers.pop(best)
+                self._buffers.append(buf)
+                return buf[:nbytes]
+            buf = np.empty(nbytes, np.uint8)
+            self._add(buf)
+            return buf
+
+    def _add(self, buf: np.ndarray[Any, Any]) -> None:
+        """Keep `buf` (the lock held), dropping the least recently used over the budget."""
+        self._buffers.append(buf)
+        while sum(b.nbytes for b in self._buffers) > self._max_bytes:
+            self._buffers.pop(0)  # its holders, if any, keep it alive
 
     def clear(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import api.main
 import gpu_pricer as gp
 from api.batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from gpu_pricer import buffers
 
 from .conftest import service
 
@@ -447,16 +448,27 @@ def test_warm_up_compiles_implied_vol_for_every_model(monkeypatch: pytest.Monkey
 
 
 def test_warm_up_prices_one_batch_at_full_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One full-size batch, and a body and an answer of its size mapped in the
+    buffer pool, free for the first bulk request."""
     sizes: list[tuple[str, int, tuple[str, ...]]] = []
 
-    def price(**kw: Any) -> None:
-        sizes.append((kw["model"], np.size(kw["strike"]), tuple(kw["greeks"])))
+    def price(**kw: Any) -> dict[str, Any]:
+        n = np.size(kw["strike"])
+        sizes.append((kw["model"], n, tuple(kw["greeks"])))
+        out = {name: np.ones(n) for name in ("price", *kw["greeks"]) if name != "all"}
+        return {**out, "error": np.zeros(n, np.int8)}
 
+    n = 100_000  # an answer of 4.9 MB: pooled
     monkeypatch.setattr(gp, "price", price)
     monkeypatch.setattr(gp, "implied_vol", lambda **kw: None)
-    api.main._warm_up(5_000)
-    assert sizes[-1] == ("bsm", 5_000, api.main.WARM_UP_GREEKS)
-    assert all(n <= 2 for _, n, _ in sizes[:-1])  # the compile calls are small
+    buffers.OUTPUTS.clear()
+    api.main._warm_up(n)
+    assert sizes[-1] == ("bsm", n, api.main.WARM_UP_GREEKS)
+    assert all(k <= 2 for _, k, _ in sizes[:-1])  # the compile calls are small
+    answer = n * 8 * (1 + len(api.main.WARM_UP_GREEKS)) + n
+    body, out = buffers.OUTPUTS.bytes(answer), buffers.OUTPUTS.bytes(answer)
+    assert body.base is not None and out.base is not None  # both from the pool
+    assert not np.shares_memory(body, out)
 
 
 # --- Arrow -------------------------------------------------------------------------------

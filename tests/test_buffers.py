@@ -39,3 +39,24 @@ def test_price_results_survive_later_calls() -> None:
     third = gp.price(option_type="put", spot=s1, strike=100.0, t=1.0, sigma=0.2,
                      greeks=["delta"], backend="numba")
     np.testing.assert_array_equal(third["price"], second["price"])
+
+
+def test_byte_buffers_reuse_the_smallest_free_one_that_fits() -> None:
+    """Bodies and answers of any size reuse mapped memory: the smallest free
+    pooled byte buffer at least as large, never one still referenced."""
+    pool = BufferPool(max_bytes=1 << 27)
+    big = pool.bytes(12 << 20)
+    small = pool.bytes(6 << 20)
+    assert big.size == 12 << 20 and small.size == 6 << 20
+    big_at, small_at = big.ctypes.data, small.ctypes.data
+    del big, small
+    a = pool.bytes(5 << 20)  # both fit: the smaller one
+    assert a.size == 5 << 20 and a.ctypes.data == small_at
+    b = pool.bytes(5 << 20)  # the smaller is held through `a`: the larger
+    assert b.ctypes.data == big_at
+    c = pool.bytes(5 << 20)  # both held: a new one
+    assert c.ctypes.data not in (big_at, small_at)
+    del a
+    d = pool.bytes(7 << 20)  # the free one (6 MiB) is too small: a new one
+    assert d.ctypes.data != small_at and d.size == 7 << 20
+    assert pool.bytes(100).size == 100  # small: not pooled
