@@ -33,8 +33,10 @@ tens of milliseconds of its own reading the 49 MB answer), the body built
 before timing, the answer read back into NumPy arrays inside the timing --
 against ``gpu_pricer.price`` in this process on the same arrays with the same
 Greeks; the median of ``--arrow-repeat`` rounds, each on a fresh book, the
-measurements interleaved in a rotating order after a warm-up round.  The
-service's answers must equal the library's (relative 1e-9).  This process
+measurements interleaved in a rotating order after a warm-up round (whose
+service request, the first of its size since the service was ready, is
+reported on its own).  The service's answers must equal the library's
+(relative 1e-9).  This process
 keeps freed memory as the service does (`api.memory`), so that the client's
 own page faults on the 49 MB answer are not counted as the service's.  The
 same rounds time the bare transfer: the same body posted to the ceiling
@@ -556,6 +558,7 @@ def measure_arrow(server: Server, floor: Server, rows: int, repeat: int,
     servers = {"service": server.pid, "transfer": floor.pid}
     timings: dict[str, list[float]] = {"recv": [], "app": []}  # its Server-Timing, in s
     worst, bitwise = 0.0, True
+    first = math.nan  # the service's first round: its first bulk request
     outputs = ("price", *GREEKS)
     body_bytes = answer_bytes = 0
     for rnd in range(repeat + 1):
@@ -599,6 +602,8 @@ def measure_arrow(server: Server, floor: Server, rows: int, repeat: int,
             elapsed = time.perf_counter() - start
             client_cpu = _own_cpu_s() - client_before
             server_after = proc_usage(pid)["cpu_s"] if pid else 0.0
+            if not rnd and key == "service":
+                first = elapsed
             if rnd:
                 times[key].append(elapsed)
                 cpu[key]["client"].append(client_cpu)
@@ -639,6 +644,7 @@ def measure_arrow(server: Server, floor: Server, rows: int, repeat: int,
     # the service's own account: up to the last byte of the body, up to the answer's start
     service["server_recv_median_s"] = statistics.median(timings["recv"])
     service["server_answer_median_s"] = statistics.median(timings["app"])
+    service["first_s"] = first
     return {"rows": rows, "repeat": repeat, "greeks": list(GREEKS), "body_bytes": body_bytes,
             "answer_bytes": answer_bytes, "client": "http.client, one kept-alive connection",
             "service": service, "library": library, "transfer": floor_figures,
@@ -985,6 +991,9 @@ def arrow_table(report: dict[str, Any]) -> str:
                   f"request body arrived, {s['server_answer_median_s'] * 1e3:.1f} ms until its "
                   f"answer started; the rest is the answer's transfer to the client and reading "
                   f"it back."]
+    if "first_s" in s:
+        lines += ["", f"The service's first request of this size after it was ready (the "
+                  f"warm-up round, not in the figures above) took {s['first_s'] * 1e3:.1f} ms."]
     if "transfer" in a:
         floor, lib = a["transfer"]["median_s"], a["library"]["median_s"]
         lines += ["", f"The bare transfer alone takes {floor * 1e3:.1f} ms; with it and the "
