@@ -466,9 +466,7 @@ def test_warm_up_prices_one_batch_at_full_size(monkeypatch: pytest.MonkeyPatch) 
     assert sizes[-1] == ("bsm", n, api.main.WARM_UP_GREEKS)
     assert all(k <= 2 for _, k, _ in sizes[:-1])  # the compile calls are small
     answer = n * 8 * (1 + len(api.main.WARM_UP_GREEKS)) + n
-    body, out = buffers.OUTPUTS.bytes(answer), buffers.OUTPUTS.bytes(answer)
-    assert body.base is not None and out.base is not None  # both from the pool
-    assert not np.shares_memory(body, out)
+    assert sum(size >= answer for size in buffers.OUTPUTS.free()) >= 2
 
 
 # --- Arrow -------------------------------------------------------------------------------

@@ -57,6 +57,28 @@ def test_byte_buffers_reuse_the_smallest_free_one_that_fits() -> None:
     c = pool.bytes(5 << 20)  # both held: a new one
     assert c.ctypes.data not in (big_at, small_at)
     del a
+    assert pool.free() == [6 << 20]
     d = pool.bytes(7 << 20)  # the free one (6 MiB) is too small: a new one
     assert d.ctypes.data != small_at and d.size == 7 << 20
     assert pool.bytes(100).size == 100  # small: not pooled
+
+
+def test_a_call_of_any_shape_reuses_a_larger_free_buffer() -> None:
+    """Outputs of a smaller call (a million rows after a warm-up batch of
+    2^20) are a view of the larger buffer's start, of the shape and dtype
+    asked for; the buffer is free again once no view of it is left."""
+    pool = BufferPool(max_bytes=1 << 28)
+    warm = pool.empty((7, 1 << 20), np.dtype(np.float64))
+    at = warm.ctypes.data
+    del warm
+    out = pool.empty((7, 1_000_000), np.dtype(np.float64))
+    assert out.ctypes.data == at and out.shape == (7, 1_000_000)
+    assert out.dtype == np.float64 and out.flags.c_contiguous and out.flags.writeable
+    row = out[3]
+    del out
+    assert pool.free() == []  # still held through `row`
+    other = pool.empty((5, 1_000_000), np.dtype(np.float32))
+    assert other.ctypes.data != at
+    del row
+    again = pool.empty((1_000_000,), np.dtype(np.int64))
+    assert again.ctypes.data == at

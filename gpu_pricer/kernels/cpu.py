@@ -71,9 +71,9 @@ def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
 
 @cache
 def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., None] | None:
-    """The vectorised kernel (`vector`) where there is one -- bsm prices with
-    at most the first-order Greeks -- else None."""
-    if kind != "price" or model != formulas.BSM or size > formulas.DIVIDEND_RHO + 1:
+    """The vectorised kernel (`vector`) where there is one -- bsm prices and
+    Greeks, every tier -- else None."""
+    if kind != "price" or model != formulas.BSM:
         return None
     return vector.kernel(size, _called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
                          _F.taylor_terms)

@@ -1,4 +1,4 @@
-"""The vectorised CPU kernel for bsm prices and first-order Greeks.
+"""The vectorised CPU kernel for bsm prices and Greeks.
 
 `gpu_pricer.kernels.cpu`'s row kernels call libm's exp, log and erfc once per
 value: scalar calls that LLVM cannot vectorise here (llvmlite has no SVML).
@@ -9,7 +9,8 @@ total volatility for every row; then the rows of the textbook region, and
 those of the short series (`formulas`, module docstring), each as its own
 loop over the block's rows of that region (picked without a branch per row,
 gathered into columns of their own unless the whole block is of that
-region); the Greeks as one more loop; then every other row (a bad row,
+region); the first-order Greeks as one more loop, and the higher orders,
+when asked for, as another; then every other row (a bad row,
 a limit, the far tails, the asymptotic branch) through the scalar row
 function of `formulas`, so each row has exactly the value and error code the
 row kernel defines, to within the few ulps in which vexp/vlog and libm
@@ -160,10 +161,11 @@ def build(vncdf_n: Callable[..., Any]) -> Any:
 
 def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
            gauss_small: Callable[..., float], taylor_terms: Callable[..., Any]) -> Any:
-    """The bsm kernel for value codes 0..size-1 (size <= 7: the price and the
-    first-order Greeks); the arguments and results of `cpu.kernel`'s.  `row`
-    is the scalar bsm row function, for the rows the vector loops leave."""
-    assert size <= formulas.DIVIDEND_RHO + 1
+    """The bsm kernel for value codes 0..size-1 (1: the price; 7: and the
+    first-order Greeks; 14: every Greek); the arguments and results of
+    `cpu.kernel`'s.  `row` is the scalar bsm row function, for the rows the
+    vector loops leave."""
+    assert size in (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)  # the tiers
     vncdf_n = build_given_n(rho1)
     vncdf = build(vncdf_n)
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
@@ -316,9 +318,42 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
                 o_rho[j] = w * k * tt * dr * nd2
                 o_drho[j] = -w * u * tt * dq * nd1
 
-    # the output row of each value code (a price-only kernel has row 0 alone)
-    r0, r1, r2, r3, r4, r5, r6 = (min(code, size - 1)
-                                  for code in range(formulas.DIVIDEND_RHO + 1))
+    @_loop
+    def second_order(m: int, ws: Any, us: Any, ts: Any, sgs: Any, rs: Any, qs: Any, xs: Any,
+                     vol: Any, dqs: Any, nd1s: Any, n1s: Any, o_vanna: Any, o_volga: Any,
+                     o_charm: Any, o_speed: Any, o_zomma: Any, o_color: Any,
+                     o_veta: Any) -> None:  # pragma: no cover - compiled
+        """The second- and third-order Greeks of the same rows, as `lognormal_row`
+        forms them from d1 = x/s + s/2, d2 = d1 - s (its n1 = 0 branch: 0, and
+        charm's carry term alone)."""
+        for j in range(m):
+            u = us[j]
+            tt = ts[j]
+            sg = sgs[j]
+            q = qs[j]
+            s = vol[j]
+            dq = dqs[j]
+            n1 = n1s[j]
+            sqt = math.sqrt(tt)
+            d1 = xs[j] / s + 0.5 * s
+            d2 = d1 - s
+            gamma = dq * n1 / (u * s)
+            vega = u * dq * n1 * sqt
+            dd1 = (rs[j] - q) / s - 0.5 * d2 / tt
+            live = n1 != 0.0
+            o_vanna[j] = -dq * n1 * d2 / sg if live else 0.0
+            o_volga[j] = vega * d1 * d2 / sg if live else 0.0
+            charm0 = q * (ws[j] * dq * nd1s[j])
+            o_charm[j] = charm0 - dq * n1 * dd1 if live else charm0
+            o_speed[j] = -gamma / u * (d1 / s + 1.0) if live else 0.0
+            o_zomma[j] = gamma * (d1 * d2 - 1.0) / sg if live else 0.0
+            o_color[j] = gamma * (q + 0.5 / tt + d1 * dd1) if live else 0.0
+            o_veta[j] = vega * (q - 0.5 / tt + d1 * dd1) if live else 0.0
+
+    # the output row of each value code; the codes beyond the kernel's tier map
+    # to its last row, and are never written (a tier computes all its codes)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13 = (
+        min(code, size - 1) for code in range(formulas.N_VALUES))
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
@@ -385,6 +420,10 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             store(m, ws, us, ks, ts, sgs, rs, qs, vol, dqs, drs, nd1s, nd2s, n1s, prices,
                   out[r0, lo:hi], out[r1, lo:hi], out[r2, lo:hi], out[r3, lo:hi],
                   out[r4, lo:hi], out[r5, lo:hi], out[r6, lo:hi])
+            if size > formulas.VANNA:
+                second_order(m, ws, us, ts, sgs, rs, qs, xs, vol, dqs, nd1s, n1s,
+                             out[r7, lo:hi], out[r8, lo:hi], out[r9, lo:hi], out[r10, lo:hi],
+                             out[r11, lo:hi], out[r12, lo:hi], out[r13, lo:hi])
             err[lo:hi] = ok
             for j in range(m):
                 if region[j] == ROW:
