@@ -90,16 +90,26 @@ def _book(n: int, rng: np.random.Generator) -> dict[str, Any]:
     return book
 
 
-def _higher_order_scales(book: dict[str, Any], rows: np.ndarray[Any, Any]) -> Any:
+def _rates(model: str, book: dict[str, Any]) -> tuple[Any, Any]:
+    """The underlying's own rate and the carry: (q, r - q) for bsm, (r, 0)
+    for black76 (the forward has no carry)."""
+    if model == "black76":
+        return book["r"], np.zeros_like(book["r"])
+    return book["q"], book["r"] - book["q"]
+
+
+def _higher_order_scales(model: str, book: dict[str, Any],
+                         rows: np.ndarray[Any, Any]) -> Any:
     """Each higher-order Greek's size of terms, row by row, from the row
     kernel's delta, gamma and vega: what its rounding is relative to.  The
     formulas take d1 = x/s + s/2 and d2 = d1 - s, whose rounding (of
     log(S/K) in x, a few ulps apart between vlog and libm) is of order
     eps * (|x|/s + s), however small d1 or d2 itself."""
     with np.errstate(all="ignore"):
-        t, sigma, q = book["t"], book["sigma"], book["q"]
+        t, sigma = book["t"], book["sigma"]
+        q, carry = _rates(model, book)
         s = sigma * np.sqrt(t)
-        carry = np.abs(book["r"] - q)
+        carry = np.abs(carry)
         x = np.abs(np.log(book["spot"] / book["strike"])) + carry * t
         d = x / s + s  # |d1| and |d2| at most
         delta, gamma, vega = (np.abs(rows[c]) for c in (formulas.DELTA, formulas.GAMMA,
@@ -115,13 +125,20 @@ def _higher_order_scales(book: dict[str, Any], rows: np.ndarray[Any, Any]) -> An
                          vega * (q + 0.5 / t + d * dd1)])  # veta
 
 
-@pytest.mark.parametrize("greeks", [(), ("delta", "gamma", "vega", "theta", "rho",
-                                         "dividend_rho"), "all"])
-def test_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...] | str) -> None:
+@pytest.mark.parametrize(("model", "greeks"), [
+    ("bsm", ()), ("bsm", ("delta", "gamma", "vega", "theta", "rho", "dividend_rho")),
+    ("bsm", "all"), ("black76", ()), ("black76", "all")])
+def test_vector_kernel_matches_the_row_kernel(model: str, greeks: tuple[str, ...] | str) -> None:
     book = _book(20_000, np.random.default_rng(11))
-    req = build_request(model="bsm", greeks=greeks, dtype="float64", forward=None, **book)
+    if model == "black76":  # the same numbers as forwards, without a dividend yield
+        kw = {k: v for k, v in book.items() if k not in ("spot", "q")}
+        req = build_request(model=model, greeks=greeks, dtype="float64", spot=None,
+                            forward=book["spot"], q=0.0, **kw)
+    else:
+        req = build_request(model=model, greeks=greeks, dtype="float64", forward=None, **book)
     ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
-    assert req.steps.all()  # whole columns (broadcast inputs: test_vector_kernel_broadcasts)
+    # whole columns (broadcast inputs: test_vector_kernel_broadcasts), black76's q aside
+    assert req.steps[:6].all() and req.steps[6] == (model == "bsm")
     rows = np.empty((req.size, req.n))
     vec = np.empty((req.size, req.n))
     err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
@@ -135,7 +152,7 @@ def test_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...] | str) -> 
     # every region of the kernels is in the book
     with np.errstate(all="ignore"):  # the bad rows
         s = book["sigma"] * np.sqrt(book["t"])
-        x = np.log(book["spot"] / book["strike"]) + (book["r"] - book["q"]) * book["t"]
+        x = np.log(book["spot"] / book["strike"]) + _rates(model, book)[1] * book["t"]
         h, half = -np.abs(x) / s, 0.5 * s
     ok = err_rows == 0
     assert (ok & (half >= formulas.SMALL_T) & (h + half >= formulas.ASYMPTOTIC_D1)).sum() > 1000
@@ -153,7 +170,7 @@ def test_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...] | str) -> 
     if req.size > formulas.VANNA:
         # (NaN at the limits the row function prices: s = 0 or t = 0)
         scale[formulas.VANNA:] = np.fmax(scale[formulas.VANNA:],
-                                         _higher_order_scales(book, rows))
+                                         _higher_order_scales(model, book, rows))
     rel = np.abs(vec - rows)[fin] / scale[fin]
     assert rel.max() < 2e-12
     price_rel = np.abs(vec[0] - rows[0])[fin[0]] / np.maximum(np.abs(rows[0]), 1e-300)[fin[0]]

@@ -33,6 +33,10 @@ _F = formulas.build(
 # The solver calls the Black function from several places: left to LLVM to
 # inline (Numba-IR inlining of all of it takes minutes to compile).
 _IV = implied.build(_COLD, _F)
+# The same formulas as functions that call one another instead of being
+# inlined into each other: the vectorised kernels' row function for the few
+# rows their loops leave (see `_called`).
+_F_CALLS = formulas.build(_COLD, cold=_COLD)
 
 @cache
 def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
@@ -71,19 +75,22 @@ def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
 
 @cache
 def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., None] | None:
-    """The vectorised kernel (`vector`) where there is one -- bsm prices and
-    Greeks, every tier -- else None."""
-    if kind != "price" or model != formulas.BSM:
+    """The vectorised kernel (`vector`) where there is one -- bsm and black76
+    prices and Greeks, every tier -- else None."""
+    if kind != "price" or model not in (formulas.BSM, formulas.BLACK76):
         return None
     return vector.kernel(size, _called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
-                         _F.taylor_terms)
+                         _F.taylor_terms, forward=model == formulas.BLACK76)
 
 
 @cache
 def _called(model: int) -> Callable[..., int]:
     """The model's row function as a function of its own (compiled once, and
-    called rather than inlined where a kernel rarely needs it)."""
-    row = _F.rows[model]
+    called rather than inlined where a kernel rarely needs it), built from
+    formulas that call one another: the vectorised kernels take it for the
+    few rows their loops leave, and the inlined build cost about 30 MB more
+    resident memory and a third more compile time (each kernel's first call)."""
+    row = _F_CALLS.rows[model]
 
     @njit(nogil=True, error_model="numpy", fastmath={"contract"})
     def call(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,

@@ -1,4 +1,4 @@
-"""The vectorised CPU kernel for bsm prices and Greeks.
+"""The vectorised CPU kernel for bsm and black76 prices and Greeks.
 
 `gpu_pricer.kernels.cpu`'s row kernels call libm's exp, log and erfc once per
 value: scalar calls that LLVM cannot vectorise here (llvmlite has no SVML).
@@ -160,11 +160,17 @@ def build(vncdf_n: Callable[..., Any]) -> Any:
 
 
 def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
-           gauss_small: Callable[..., float], taylor_terms: Callable[..., Any]) -> Any:
-    """The bsm kernel for value codes 0..size-1 (1: the price; 7: and the
-    first-order Greeks; 14: every Greek); the arguments and results of
-    `cpu.kernel`'s.  `row` is the scalar bsm row function, for the rows the
-    vector loops leave."""
+           gauss_small: Callable[..., float], taylor_terms: Callable[..., Any],
+           forward: bool = False) -> Any:
+    """The bsm kernel (`forward`: the black76 kernel) for value codes
+    0..size-1 (1: the price; 7: and the first-order Greeks; 14: every
+    Greek); the arguments and results of `cpu.kernel`'s.  `row` is the
+    model's scalar row function, for the rows the vector loops leave.
+
+    black76 is bsm on the forward with no carry: its q is r (the forward's
+    discount factor is the strike's) and x = ln(F/K); its rho holds the
+    forward fixed (-t times the price) and it has no dividend rho (NaN),
+    as `formulas.lognormal_row` forms them."""
     assert size in (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)  # the tiers
     vncdf_n = build_given_n(rho1)
     vncdf = build(vncdf_n)
@@ -182,9 +188,13 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
         for a row the row function will price), then its region."""
         for j in range(m):
             tt = ts[j]
-            xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
+            if forward:
+                xs[j] = vlog(us[j] / ks[j])
+                dqs[j] = vexp(-rs[j] * tt)
+            else:
+                xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
+                dqs[j] = vexp(-qs[j] * tt)
             vol[j] = sgs[j] * math.sqrt(tt)
-            dqs[j] = vexp(-qs[j] * tt)
             drs[j] = vexp(-rs[j] * tt)
         for j in range(m):
             u = us[j]
@@ -313,10 +323,15 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
                 o_delta[j] = w * dq * nd1
                 o_gamma[j] = dq * n1 / (u * vol[j])
                 o_vega[j] = u * dq * n1 * sqt
-                o_theta[j] = (w * (qs[j] * u * dq * nd1 - rs[j] * k * dr * nd2)
+                qe = rs[j] if forward else qs[j]  # the underlying's own rate
+                o_theta[j] = (w * (qe * u * dq * nd1 - rs[j] * k * dr * nd2)
                               - 0.5 * u * dq * n1 * sgs[j] / sqt)
-                o_rho[j] = w * k * tt * dr * nd2
-                o_drho[j] = -w * u * tt * dq * nd1
+                if forward:
+                    o_rho[j] = -tt * prices[j]
+                    o_drho[j] = math.nan
+                else:
+                    o_rho[j] = w * k * tt * dr * nd2
+                    o_drho[j] = -w * u * tt * dq * nd1
 
     @_loop
     def second_order(m: int, ws: Any, us: Any, ts: Any, sgs: Any, rs: Any, qs: Any, xs: Any,
@@ -330,7 +345,8 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             u = us[j]
             tt = ts[j]
             sg = sgs[j]
-            q = qs[j]
+            q = rs[j] if forward else qs[j]  # the underlying's own rate
+            carry = 0.0 if forward else rs[j] - q
             s = vol[j]
             dq = dqs[j]
             n1 = n1s[j]
@@ -339,7 +355,7 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             d2 = d1 - s
             gamma = dq * n1 / (u * s)
             vega = u * dq * n1 * sqt
-            dd1 = (rs[j] - q) / s - 0.5 * d2 / tt
+            dd1 = carry / s - 0.5 * d2 / tt
             live = n1 != 0.0
             o_vanna[j] = -dq * n1 * d2 / sg if live else 0.0
             o_volga[j] = vega * d1 * d2 / sg if live else 0.0
