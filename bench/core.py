@@ -737,18 +737,16 @@ def summary(report: dict[str, Any]) -> str:
     )
     if cfg["tiny"]:
         head += "\nSmoke run (--tiny): at this size the ratios mean nothing."
-    ratios = ["Issue targets (auto's median options/s over the method's):"]
-    for tgt in report["targets"]:
-        verdict = "PASS" if tgt["pass"] else "FAIL"
-        ratios.append(f"- {tgt['name']}: {tgt['ratio']:.3g}x (target >= {tgt['target']:g}x) "
-                      f"{verdict}")
-    ratios.append("The same targets against the tutorial and QuantLib as users write them "
-                  "(the issue's figures for scale: tutorial about 1.75 M options/s, QuantLib "
-                  "about 60 k/s):")
-    for tgt in report.get("user_style_targets", []):
-        verdict = "PASS" if tgt["pass"] else "FAIL"
-        ratios.append(f"- {tgt['name']}: {tgt['ratio']:.3g}x (target >= {tgt['target']:g}x) "
-                      f"{verdict}")
+    def verdicts(tgts: list[dict[str, Any]]) -> list[str]:
+        return [f"- {t['name']}: {t['ratio']:.3g}x (target >= {t['target']:g}x) "
+                f"{'PASS' if t['pass'] else 'FAIL'}" for t in tgts]
+
+    ratios = ["Issue targets (auto's median options/s over the method's):",
+              *verdicts(report["targets"]),
+              "The same targets against the tutorial and QuantLib as users write them "
+              "(the issue's figures for scale: tutorial about 1.75 M options/s, QuantLib "
+              "about 60 k/s):",
+              *verdicts(report.get("user_style_targets", []))]
     return "\n\n".join([head, table(report), "\n".join(ratios)]) + "\n"
 
 

@@ -83,18 +83,10 @@ def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., N
                          _F.taylor_terms, forward=model == formulas.BLACK76)
 
 
-@cache
 def _called(model: int) -> Callable[..., int]:
-    """The model's row function as a function of its own (compiled once, and
-    called rather than inlined where a kernel rarely needs it), built from
+    """The model's row function compiled as a function of its own, called
+    rather than inlined where a kernel rarely needs it, and built from
     formulas that call one another: the vectorised kernels take it for the
-    few rows their loops leave, and the inlined build cost about 30 MB more
-    resident memory and a third more compile time (each kernel's first call)."""
-    row = _F_CALLS.rows[model]
-
-    @njit(nogil=True, error_model="numpy", fastmath={"contract"})
-    def call(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
-             sigma: float, r: float, q: float) -> int:  # pragma: no cover - compiled
-        return row(out, i, size, otype, und, k, t, sigma, r, q)  # type: ignore[no-any-return]
-
-    return call  # type: ignore[no-any-return]
+    few rows their loops leave (the inlined build cost more resident memory
+    and compile time, for rows that are about 1% of a book)."""
+    return _F_CALLS.rows[model]  # type: ignore[no-any-return]
