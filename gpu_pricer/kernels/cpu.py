@@ -11,7 +11,9 @@ price and first-order Greeks; everything: value codes 0..size-1), so the
 compiler folds each Greek's formula into the loop, shares their parts and
 drops what the tier does not write; it writes out[code, i] for every code
 of the tier.
-Each (model, tier) compiles on first use (a few seconds).
+Each (model, tier) compiles on first use (a few seconds).  bsm and black76
+prices and Greeks go to the vectorised kernels of `vector` instead (see
+`vector_kernel`): one per model, for every tier, compiled on first use.
 """
 
 from __future__ import annotations
@@ -73,13 +75,19 @@ def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
     return run  # type: ignore[no-any-return]
 
 
-@cache
 def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., None] | None:
     """The vectorised kernel (`vector`) where there is one -- bsm and black76
-    prices and Greeks, every tier -- else None."""
+    prices and Greeks -- else None.  One compiled kernel per model serves
+    every tier (it reads the tier from its output's shape)."""
     if kind != "price" or model not in (formulas.BSM, formulas.BLACK76):
         return None
-    return vector.kernel(size, _called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
+    assert size in (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)  # the tiers
+    return _vector_model(model)
+
+
+@cache
+def _vector_model(model: int) -> Callable[..., None]:
+    return vector.kernel(_called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
                          _F.taylor_terms, forward=model == formulas.BLACK76)
 
 

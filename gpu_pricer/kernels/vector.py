@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import Any, NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -159,60 +160,79 @@ def build(vncdf_n: Callable[..., Any]) -> Any:
     return vncdf
 
 
-def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
-           gauss_small: Callable[..., float], taylor_terms: Callable[..., Any],
-           forward: bool = False) -> Any:
-    """The bsm kernel (`forward`: the black76 kernel) for value codes
-    0..size-1 (1: the price; 7: and the first-order Greeks; 14: every
-    Greek); the arguments and results of `cpu.kernel`'s.  `row` is the
-    model's scalar row function, for the rows the vector loops leave.
+@_loop
+def load(src: Any, lo: int, step: int, m: int, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst[:m] = an input's rows lo..lo+m-1 (step 1), or its one value (step 0)."""
+    if step == 1:
+        for j in range(m):
+            dst[j] = src[lo + j]
+    else:
+        value = src[0]
+        for j in range(m):
+            dst[j] = value
 
-    black76 is bsm on the forward with no carry: its q is r (the forward's
-    discount factor is the strike's) and x = ln(F/K); its rho holds the
-    forward fixed (-t times the price) and it has no dividend rho (NaN),
-    as `formulas.lognormal_row` forms them."""
-    assert size in (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)  # the tiers
+
+@_loop
+def pick(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cover - compiled
+    """picked[:c] = the block's rows in `code`'s region, in order; returns c.
+    Branch-free: in a mixed book the regions alternate at random, and a
+    mispredicted branch per row cost more than the rest of the row."""
+    c = 0
+    for j in range(m):
+        picked[c] = j
+        c += int(region[j] == code)
+    return c
+
+
+@_loop
+def gather(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst[:c] = src at the picked rows."""
+    for a in range(c):
+        dst[a] = src[picked[a]]
+
+
+@_loop
+def scatter(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst at the picked rows = src[:c]."""
+    for a in range(c):
+        dst[picked[a]] = src[a]
+
+
+@_loop
+def copy(m: int, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst[:m] = src[:m] (the prices into their output row, of any float type)."""
+    for j in range(m):
+        dst[j] = src[j]
+
+
+class RegionLoops(NamedTuple):
+    """N(d1), N(d2), n(d1) and the price of one region's rows (the same for
+    every model and tier: built once per table function)."""
+
+    textbook_rows: Any
+    series_rows: Any
+
+
+class ModelLoops(NamedTuple):
+    """The loops that differ between bsm and black76 (`forward`), the same for
+    every tier: built once per model."""
+
+    prelude: Any
+    first_order: Any
+    second_order: Any
+
+
+@cache
+def region_loops(rho1: Callable[..., float], gauss_small: Callable[..., float],
+                 taylor_terms: Callable[..., Any]) -> RegionLoops:
+    """The region loops over the given (compiled, inlinable) table functions
+    of `formulas`.  Cached, so every kernel calls the same compiled loops
+    (each kernel compiled its own copies before: about 50 MiB of resident
+    memory apiece)."""
     vncdf_n = build_given_n(rho1)
     vncdf = build(vncdf_n)
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
-    small_t = formulas.SMALL_T
-    asym = formulas.ASYMPTOTIC_D1
     terms = formulas.SMALL_T_TERMS
-    ok = formulas.OK
-
-    @_loop
-    def prelude(m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
-                xs: Any, vol: Any, dqs: Any, drs: Any,
-                region: Any) -> None:  # pragma: no cover - compiled
-        """Every row's log-moneyness x, total vol s, discount factors (garbage
-        for a row the row function will price), then its region."""
-        for j in range(m):
-            tt = ts[j]
-            if forward:
-                xs[j] = vlog(us[j] / ks[j])
-                dqs[j] = vexp(-rs[j] * tt)
-            else:
-                xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
-                dqs[j] = vexp(-qs[j] * tt)
-            vol[j] = sgs[j] * math.sqrt(tt)
-            drs[j] = vexp(-rs[j] * tt)
-        for j in range(m):
-            u = us[j]
-            k = ks[j]
-            tt = ts[j]
-            ratio = u / k
-            s = vol[j]
-            half = 0.5 * s
-            h = -abs(xs[j]) / s
-            # a good row with vlog, vexp and vncdf in range and no overflow
-            # possible (every input finite, s > 0); the row function otherwise
-            usable = ((ots[j] >= 0) & (u > 0.0) & (k > 0.0) & (u < BIG)
-                      & (k < BIG) & (ratio > 1e-300) & (ratio < 1e300) & (s > 0.0)
-                      & (s < BIG) & (abs(rs[j] * tt) < MAX_RATE_T)
-                      & (abs(qs[j] * tt) < MAX_RATE_T) & (h - half >= -MAX_Z))
-            tb = usable & (half >= small_t) & (h + half >= asym)
-            sr = usable & (half < small_t)
-            region[j] = TEXTBOOK if tb else (SERIES if sr else ROW)
 
     @_loop
     def textbook_rows(c: int, cw: Any, cu: Any, ck: Any, cx: Any, cs: Any, cdq: Any,
@@ -265,73 +285,80 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             c_nd2[a] = (1.0 - pa if call else pa) if up else (pb if call else 1.0 - pb)
             c_price[a] = intrinsic + (dr * k * e * bb if up else dr * k * bb / e)
 
-    @_loop
-    def load(src: Any, lo: int, step: int, m: int,
-             dst: Any) -> None:  # pragma: no cover - compiled
-        """dst[:m] = an input's rows lo..lo+m-1 (step 1), or its one value (step 0)."""
-        if step == 1:
-            for j in range(m):
-                dst[j] = src[lo + j]
-        else:
-            value = src[0]
-            for j in range(m):
-                dst[j] = value
+    return RegionLoops(textbook_rows, series_rows)
+
+
+@cache
+def model_loops(forward: bool) -> ModelLoops:
+    """bsm's loops (`forward`: black76's), shared by the model's three tiers."""
+    small_t = formulas.SMALL_T
+    asym = formulas.ASYMPTOTIC_D1
 
     @_loop
-    def pick(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cover
-        """picked[:c] = the block's rows in `code`'s region, in order; returns c.
-        Branch-free: in a mixed book the regions alternate at random, and a
-        mispredicted branch per row cost more than the rest of the row."""
-        c = 0
+    def prelude(m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
+                xs: Any, vol: Any, dqs: Any, drs: Any,
+                region: Any) -> None:  # pragma: no cover - compiled
+        """Every row's log-moneyness x, total vol s, discount factors (garbage
+        for a row the row function will price), then its region."""
         for j in range(m):
-            picked[c] = j
-            c += int(region[j] == code)
-        return c
-
-    @_loop
-    def gather(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover
-        for a in range(c):
-            dst[a] = src[picked[a]]
-
-    @_loop
-    def scatter(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover
-        for a in range(c):
-            dst[picked[a]] = src[a]
-
-    @_loop
-    def store(m: int, ws: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
-              vol: Any, dqs: Any, drs: Any, nd1s: Any, nd2s: Any, n1s: Any, prices: Any,
-              o_price: Any, o_delta: Any, o_gamma: Any, o_vega: Any, o_theta: Any,
-              o_rho: Any, o_drho: Any) -> None:  # pragma: no cover - compiled
-        """The price and first-order Greeks of the block's rows priced with
-        s > 0, as the row kernel's `lognormal_row` forms them (n1 = 0 gives
-        its limits), into the block's slices of the output rows."""
+            tt = ts[j]
+            if forward:
+                xs[j] = vlog(us[j] / ks[j])
+                dqs[j] = vexp(-rs[j] * tt)
+            else:
+                xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
+                dqs[j] = vexp(-qs[j] * tt)
+            vol[j] = sgs[j] * math.sqrt(tt)
+            drs[j] = vexp(-rs[j] * tt)
         for j in range(m):
-            o_price[j] = prices[j]
-        if size > formulas.DELTA:
-            for j in range(m):
-                u = us[j]
-                k = ks[j]
-                tt = ts[j]
-                w = ws[j]
-                dq = dqs[j]
-                dr = drs[j]
-                nd1 = nd1s[j]
-                nd2 = nd2s[j]
-                n1 = n1s[j]
-                sqt = math.sqrt(tt)
-                o_delta[j] = w * dq * nd1
-                o_gamma[j] = dq * n1 / (u * vol[j])
-                o_vega[j] = u * dq * n1 * sqt
-                qe = rs[j] if forward else qs[j]  # the underlying's own rate
-                o_theta[j] = (w * (qe * u * dq * nd1 - rs[j] * k * dr * nd2)
-                              - 0.5 * u * dq * n1 * sgs[j] / sqt)
-                if forward:
-                    o_rho[j] = -tt * prices[j]
-                    o_drho[j] = math.nan
-                else:
-                    o_rho[j] = w * k * tt * dr * nd2
-                    o_drho[j] = -w * u * tt * dq * nd1
+            u = us[j]
+            k = ks[j]
+            tt = ts[j]
+            ratio = u / k
+            s = vol[j]
+            half = 0.5 * s
+            h = -abs(xs[j]) / s
+            # a good row with vlog, vexp and vncdf in range and no overflow
+            # possible (every input finite, s > 0); the row function otherwise
+            usable = ((ots[j] >= 0) & (u > 0.0) & (k > 0.0) & (u < BIG)
+                      & (k < BIG) & (ratio > 1e-300) & (ratio < 1e300) & (s > 0.0)
+                      & (s < BIG) & (abs(rs[j] * tt) < MAX_RATE_T)
+                      & (abs(qs[j] * tt) < MAX_RATE_T) & (h - half >= -MAX_Z))
+            tb = usable & (half >= small_t) & (h + half >= asym)
+            sr = usable & (half < small_t)
+            region[j] = TEXTBOOK if tb else (SERIES if sr else ROW)
+
+    @_loop
+    def first_order(m: int, ws: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
+                    vol: Any, dqs: Any, drs: Any, nd1s: Any, nd2s: Any, n1s: Any, prices: Any,
+                    o_delta: Any, o_gamma: Any, o_vega: Any, o_theta: Any,
+                    o_rho: Any, o_drho: Any) -> None:  # pragma: no cover - compiled
+        """The first-order Greeks of the block's rows priced with s > 0, as
+        the row kernel's `lognormal_row` forms them (n1 = 0 gives its
+        limits), into the block's slices of the output rows."""
+        for j in range(m):
+            u = us[j]
+            k = ks[j]
+            tt = ts[j]
+            w = ws[j]
+            dq = dqs[j]
+            dr = drs[j]
+            nd1 = nd1s[j]
+            nd2 = nd2s[j]
+            n1 = n1s[j]
+            sqt = math.sqrt(tt)
+            o_delta[j] = w * dq * nd1
+            o_gamma[j] = dq * n1 / (u * vol[j])
+            o_vega[j] = u * dq * n1 * sqt
+            qe = rs[j] if forward else qs[j]  # the underlying's own rate
+            o_theta[j] = (w * (qe * u * dq * nd1 - rs[j] * k * dr * nd2)
+                          - 0.5 * u * dq * n1 * sgs[j] / sqt)
+            if forward:
+                o_rho[j] = -tt * prices[j]
+                o_drho[j] = math.nan
+            else:
+                o_rho[j] = w * k * tt * dr * nd2
+                o_drho[j] = -w * u * tt * dq * nd1
 
     @_loop
     def second_order(m: int, ws: Any, us: Any, ts: Any, sgs: Any, rs: Any, qs: Any, xs: Any,
@@ -366,15 +393,37 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
             o_color[j] = gamma * (q + 0.5 / tt + d1 * dd1) if live else 0.0
             o_veta[j] = vega * (q - 0.5 / tt + d1 * dd1) if live else 0.0
 
-    # the output row of each value code; the codes beyond the kernel's tier map
-    # to its last row, and are never written (a tier computes all its codes)
-    r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13 = (
-        min(code, size - 1) for code in range(formulas.N_VALUES))
+    return ModelLoops(prelude, first_order, second_order)
+
+
+def kernel(row: Callable[..., int], rho1: Callable[..., float],
+           gauss_small: Callable[..., float], taylor_terms: Callable[..., Any],
+           forward: bool = False) -> Any:
+    """The bsm kernel (`forward`: the black76 kernel), with the arguments and
+    results of `cpu.kernel`'s; it computes the value codes 0..size-1 of its
+    output's tier, size = out.shape[0] (1: the price; 7: and the first-order
+    Greeks; 14: every Greek), so one compiled kernel serves every tier.
+    `row` is the model's scalar row function, for the rows the vector loops
+    leave.
+
+    black76 is bsm on the forward with no carry: its q is r (the forward's
+    discount factor is the strike's) and x = ln(F/K); its rho holds the
+    forward fixed (-t times the price) and it has no dividend rho (NaN),
+    as `formulas.lognormal_row` forms them.  The loops are the shared ones
+    of `region_loops` and `model_loops`.  (A tier fixed at compile time, as
+    the row kernels have, gained nothing here -- the tiers differ only in
+    which loops a block calls -- and cost about 30 MiB of resident memory
+    and seconds of compile time per tier.)"""
+    textbook_rows, series_rows = region_loops(rho1, gauss_small, taylor_terms)
+    prelude, first_order, second_order = model_loops(forward)
+    ok = formulas.OK
+    first, higher = formulas.DELTA, formulas.VANNA
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
     def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
         n = err.shape[0]
+        size = out.shape[0]
         for b in prange((n + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             m = min(BLOCK, n - lo)
@@ -433,13 +482,17 @@ def kernel(size: int, row: Callable[..., int], rho1: Callable[..., float],
                     scatter(c, picked, c_nd2, nd2s)
                     scatter(c, picked, c_n1, n1s)
                     scatter(c, picked, c_price, prices)
-            store(m, ws, us, ks, ts, sgs, rs, qs, vol, dqs, drs, nd1s, nd2s, n1s, prices,
-                  out[r0, lo:hi], out[r1, lo:hi], out[r2, lo:hi], out[r3, lo:hi],
-                  out[r4, lo:hi], out[r5, lo:hi], out[r6, lo:hi])
-            if size > formulas.VANNA:
+            # the value codes, by number: price 0, delta..dividend_rho 1..6,
+            # vanna..veta 7..13 (formulas.PRICE..VETA)
+            copy(m, prices, out[0, lo:hi])
+            if size > first:
+                first_order(m, ws, us, ks, ts, sgs, rs, qs, vol, dqs, drs, nd1s, nd2s, n1s,
+                            prices, out[1, lo:hi], out[2, lo:hi], out[3, lo:hi],
+                            out[4, lo:hi], out[5, lo:hi], out[6, lo:hi])
+            if size > higher:
                 second_order(m, ws, us, ts, sgs, rs, qs, xs, vol, dqs, nd1s, n1s,
-                             out[r7, lo:hi], out[r8, lo:hi], out[r9, lo:hi], out[r10, lo:hi],
-                             out[r11, lo:hi], out[r12, lo:hi], out[r13, lo:hi])
+                             out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
+                             out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
             err[lo:hi] = ok
             for j in range(m):
                 if region[j] == ROW:
