@@ -45,26 +45,24 @@ WARM_UP_GREEKS = ("delta", "gamma", "vega", "theta", "rho")
 
 
 def _warm_up(batch_options: int = 0) -> None:
-    """Compile every model's price kernels (no Greeks, one, all) and its
-    implied-vol kernel before the service reports ready: for scalar inputs
-    (the row kernels) and for whole columns, as batches pass them (the
-    vectorised kernels, where a model has them), and write and read one
-    Arrow stream.  Then price one bsm batch of `batch_options` rows with the
-    first-order Greeks and write its Arrow answer, so that the first full
-    batch a client sends finds its memory (host heap and buffer pool: the
-    outputs, a body and an answer of that size; device memory pool) already
-    mapped."""
+    """Compile every model's price kernels (no Greeks, one, all: one
+    vectorised kernel serves bsm's three tiers, and one black76's) and its
+    implied-vol kernel before the service reports ready, for whole columns
+    as batches pass them (a scalar reaches the kernels as a one-element
+    column, of the same type), and write and read one Arrow stream.  Then
+    price one bsm batch of `batch_options` rows with the first-order Greeks
+    and write its Arrow answer, so that the first full batch a client sends
+    finds its memory (host heap and buffer pool: the outputs, a body and an
+    answer of that size; device memory pool) already mapped."""
     one = np.ones(2)
     for model in gp.MODELS:
         und = "spot" if model == "bsm" else "forward"
-        scalars: dict[str, Any] = {und: 100.0, "strike": 100.0, "t": 1.0, "sigma": 0.2}
-        columns: dict[str, Any] = {k: v * one for k, v in scalars.items()}
-        columns["r"] = 0.0 * one
+        columns: dict[str, Any] = {und: 100.0 * one, "strike": 100.0 * one, "t": one,
+                                   "sigma": 0.2 * one, "r": 0.0 * one}
         if model == "bsm":
             columns["q"] = 0.0 * one
-        for kw, otype in ((scalars, "call"), (columns, one > 0)):
-            for greeks in ((), ("delta",), "all"):
-                gp.price(model=model, option_type=otype, greeks=greeks, **kw)
+        for greeks in ((), ("delta",), "all"):
+            gp.price(model=model, option_type=one > 0, greeks=greeks, **columns)
         underlying: dict[str, Any] = {und: 100.0}
         gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0,
                        **underlying)

@@ -177,6 +177,37 @@ def test_vector_kernel_matches_the_row_kernel(model: str, greeks: tuple[str, ...
     assert np.median(price_rel) < 1e-15
 
 
+@pytest.mark.parametrize("model", ["bsm", "black76"])
+def test_one_vector_kernel_serves_every_tier(model: str) -> None:
+    """A model's three tiers run one compiled kernel, which reads the tier
+    from its output's rows: a smaller tier's values are the larger ones'
+    first rows, bit for bit, and nothing is written past its rows."""
+    code = formulas.BSM if model == "bsm" else formulas.BLACK76
+    tiers = (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)
+    kernels = {id(cpu.vector_kernel(code, size)) for size in tiers}
+    assert len(kernels) == 1
+    assert cpu.vector_kernel(formulas.BSM, 1) is not cpu.vector_kernel(formulas.BLACK76, 1)
+    book = _book(5_000, np.random.default_rng(3))
+    und = {"spot": book["spot"]} if model == "bsm" else {"forward": book["spot"], "q": 0.0}
+    kw = {k: v for k, v in book.items() if k != "spot" and (model == "bsm" or k != "q")}
+    full = None
+    for size in reversed(tiers):
+        req = build_request(model=model, greeks="all" if size == tiers[-1] else
+                            ("delta",) if size > 1 else (), dtype="float64",
+                            **({"forward": None} if model == "bsm" else {"spot": None}),
+                            **und, **kw)
+        assert req.size == size
+        ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
+        out = np.full((size + 1, req.n), 7.0)  # one row more than the tier
+        err = np.empty(req.n, np.int8)
+        cpu.vector_kernel(code, size)(*ins, req.steps, out[:size], err)  # type: ignore[misc]
+        assert (out[size] == 7.0).all()
+        if full is None:
+            full = out[:size].copy()
+        else:
+            np.testing.assert_array_equal(out[:size], full[:size])
+
+
 def test_vector_kernel_broadcasts_as_whole_columns() -> None:
     """A scalar input prices every row exactly as the same value repeated in a
     column does: one kernel, whatever the steps."""
