@@ -10,6 +10,11 @@ the data of the previous one.  A STREAM-style triad (a = b + s*c, Numba,
 all cores) measures the memory bandwidth; each result is also given as a
 fraction of the bandwidth-bound rate its bytes per option imply.
 
+Every model (bsm, black76, bachelier), each output tier and implied vol, per
+backend, float64, at N = 1,000,000 (or --max-size): the same book, black76
+on a forward of the spot's value, bachelier with sigma times that forward
+as its normal vol.
+
 Also per N (float64): implied-vol solves/s per backend (tier "implied_vol"),
 and the peers on the same books: the tutorial style (NumPy +
 scipy.stats.norm, price + first-order Greeks), a QuantLib per-option loop
@@ -34,6 +39,7 @@ import json
 import platform
 import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +102,48 @@ def _iv_inputs(b: dict[str, Any], backend: str = "numpy") -> dict[str, Any]:
     """implied_vol keywords for a book: its prices (computed outside any timing)."""
     p = gp.price(backend=backend, **b)["price"]
     return {k: v for k, v in b.items() if k != "sigma"} | {"price": p}
+
+
+#: Rows per call of the every-model table (at most --max-size).
+MODELS_N = 1_000_000
+
+
+def model_book(model: str, n: int, seed: int) -> dict[str, Any]:
+    """`book`'s options for `model`: bsm as they are; black76 on a forward of
+    the spot's value (no dividend yield); bachelier on that forward with the
+    absolute normal vol sigma * forward (the same order of time value)."""
+    b = book(n, seed, "float64")
+    if model == "bsm":
+        return b
+    fwd = b.pop("spot")
+    b.pop("q")
+    if model == "bachelier":
+        b["sigma"] = b["sigma"] * fwd
+    return {**b, "forward": fwd}
+
+
+def model_rows(n: int, repeat: int, backends: list[str]) -> list[dict[str, Any]]:
+    """Options/s of every model, output tier and implied vol, float64, at N = n,
+    for each backend given (measured the same way as the main table)."""
+    rows: list[dict[str, Any]] = []
+
+    def median(fn: Any, books: list[dict[str, Any]]) -> float:
+        fn(**books[0])  # warm-up: compilation
+        return float(np.median([_timed(lambda b=books[i % 2]: fn(**b)) for i in range(repeat)]))
+
+    for name in backends:
+        for model in gp.MODELS:
+            books = [model_book(model, n, seed) for seed in (1, 2)]
+            calls = {tier: partial(gp.price, model=model, backend=name, greeks=greeks)
+                     for tier, greeks in TIERS.items()}
+            times = {tier: median(fn, books) for tier, fn in calls.items()}
+            ivs = [{**{k: v for k, v in b.items() if k != "sigma"},
+                    "price": calls["price"](**b)["price"]} for b in books]
+            times["implied_vol"] = median(partial(gp.implied_vol, model=model, backend=name),
+                                          ivs)
+            rows += [{"backend": name, "model": model, "n": n, "tier": tier, "median_s": t,
+                      "options_per_s": n / t} for tier, t in times.items()]
+    return rows
 
 
 def _peer_rows(n: int, books: list[dict[str, Any]], repeat: int) -> list[dict[str, Any]]:
@@ -335,12 +383,15 @@ def measure(max_size: int, repeat: int,
     if peers:
         for n in sizes:
             rows += _peer_rows(n, [book(n, seed, "float64") for seed in (1, 2)], repeat)
+    timed = list(dict.fromkeys(r["backend"] for r in rows
+                               if r["measured"] and not r["backend"].startswith("peer")))
     return {
         **_stamp(),
         "memory_bandwidth_bytes_per_s": bandwidth,
         "repeat": repeat,
         "rows": rows,
         "first_calls": compiles,
+        "models": model_rows(min(MODELS_N, max_size), repeat, timed),
         "gpu_split": gpu_split(min(gpu_n, max_size), repeat),
         "gpu_resident": gpu_resident(min(gpu_n, max_size), repeat, dtypes),
     }
@@ -389,6 +440,18 @@ def table(report: dict[str, Any]) -> str:
                      + ("" if frac is None else f", {frac:.1%} of the device bandwidth")
                      + (f" ({g['note']})" if g["note"] else ""))
     lines += ["", resident_table(report.get("gpu_resident", {}))]
+    models = report.get("models", [])
+    if models:
+        lines += ["", f"Every model, float64, N = {models[0]['n']:,} (bachelier's sigma is the "
+                  "bsm book's times the forward; options or implied vols per second, "
+                  "median):", "", "| backend | model | " + " | ".join(
+                      (*TIERS, "implied_vol")) + " |", "|---|---|--:|--:|--:|--:|"]
+        for backend in dict.fromkeys(r["backend"] for r in models):
+            for model in gp.MODELS:
+                rates = {r["tier"]: r["options_per_s"] for r in models
+                         if r["backend"] == backend and r["model"] == model}
+                lines.append(f"| {backend} | {model} | " + " | ".join(
+                    f"{rates[t]:,.0f}" for t in (*TIERS, "implied_vol")) + " |")
     lines += ["", "First call of each kernel (bsm; includes Numba's compilation, which is "
               "cached for the process):", "", "| backend | dtype | outputs | first call (s) |",
               "|---|---|---|--:|"]

@@ -152,6 +152,29 @@ def _black_parts_exact(h: float, t: float) -> tuple[mp.mpf, ...]:
     return pa / e - e * pb, pa, pb, mp.npdf(hm + tm)
 
 
+def test_kernel_bachelier_parts_are_accurate_to_a_few_ulps() -> None:
+    """The compiled kernel's normal-model values at exact arguments: an
+    out-of-the-money call with forward 0, strike a, sigma*sqrt(t) = 1 and no
+    discounting has d = -a exactly, price z N(z) + n(z), delta N(z) and
+    gamma n(z) at z = -a.  From the Mills-ratio table each is within a few
+    ulps over the table's range (0 <= a <= RHO1_H), where an erfc of the
+    rounded argument -z/sqrt(2) alone costs up to z^2 ulps (hundreds here)."""
+    rng = np.random.default_rng(17)
+    a = np.concatenate([rng.uniform(0.0, 3.0, 300), rng.uniform(3.0, formulas.RHO1_H, 300),
+                        [0.0, 2.0, formulas.RHO1_H]])
+    out = gp.price(model="bachelier", option_type="call", forward=0.0, strike=a, t=1.0,
+                   sigma=1.0, r=0.0, greeks=["delta", "gamma"], backend="numba")
+    worst = 0.0
+    for i, ai in enumerate(a):
+        z = -mp.mpf(ai)
+        exact = (z * mp.ncdf(z) + mp.npdf(z), mp.ncdf(z), mp.npdf(z))
+        for name, x in zip(("price", "delta", "gamma"), exact, strict=True):
+            if x < 1e-290:  # subnormal in float64: a few ulps are out of reach
+                continue
+            worst = max(worst, float(abs((mp.mpf(out[name][i]) - x) / x)) / EPS)
+    assert worst <= 4.0, worst
+
+
 @pytest.mark.parametrize("region", ["asymptotic", "series"])
 def test_kernel_black_parts_are_accurate_to_a_few_ulps(region: str) -> None:
     """The compiled kernel's normalised price b and its N(h+t), N(h-t),

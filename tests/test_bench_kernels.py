@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gpu_pricer as gp
 from bench import kernels
 
 
@@ -26,5 +27,12 @@ def test_kernel_bench_tiny(tmp_path: Path) -> None:
     assert all(r["options_per_s"] > 0 for r in measured)
     unmeasured = [r for r in report["rows"] if not r["measured"]]
     assert all(r["reason"] for r in unmeasured)  # GPU rows say why, never a number
+    models = report["models"]  # every model, tier and implied vol, per timed backend
+    assert {(r["backend"], r["model"], r["tier"]) for r in models} == {
+        (b, m, t) for b in ("numpy", "numba") for m in gp.MODELS
+        for t in (*kernels.TIERS, "implied_vol")}
+    assert all(r["options_per_s"] > 0 and r["n"] == 10_000 for r in models)
+    text = Path(report["files"][1]).read_text()
+    assert "| numba | bachelier |" in text
     for f in report["files"]:
         assert Path(f).stat().st_size > 0

@@ -36,7 +36,10 @@ The densities ``e^{-z^2/2}`` there are corrected for the rounding of ``z*z``
 
 In-the-money prices are the discounted intrinsic value (exact at t = 0)
 plus the out-of-the-money time value.  The Bachelier price uses
-``s (z N(z) + n(z)) = s N(z) I_1(z)/I_0(z)`` for ``z <= 0`` in the same way.
+``s (z N(z) + n(z)) = s N(z) I_1(z)/I_0(z)`` for ``z = -|d| <= 0`` in the
+same way, and its Greeks ``N(z) = n(z)/(I_1/I_0 - z)`` and ``n(z)`` from the
+same table lookup (`bachelier_parts`; Miller's recurrence beyond the
+table's range).
 The reference path (`gpu_pricer.reference`) uses the Taylor series for
 larger ``t`` too, with Miller's backward recurrence for the ratios.
 """
@@ -286,10 +289,22 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         return pa / e - e * pb, pa, pb, norm_pdf(h + t), e
 
     @jit
+    def bachelier_parts(z: float) -> Any:
+        """(z N(z) + n(z), N(z), n(z)) for -RHO1_H <= z <= 0, without
+        cancellation and from one table lookup: with rho = I_1(z)/I_0(z)
+        (`rho1`), N(z) = n(z)/(rho - z), a sum of two non-negative terms,
+        and z N(z) + n(z) = N(z) rho."""
+        r1 = rho1(z)
+        n = INV_SQRT_2PI * gauss(z)
+        tail = n / (r1 - z)
+        return tail * r1, tail, n
+
+    @jit
     def bachelier_otm(z: float) -> float:
-        """z N(z) + n(z) for z <= 0, without cancellation."""
-        if z >= FORWARD_H:
-            return z * norm_cdf(z) + norm_pdf(z)
+        """z N(z) + n(z) for z <= 0, without cancellation: `bachelier_parts`
+        on the table's range, Miller's recurrence for I_1/I_0 beyond it."""
+        if z >= -RHO1_H:
+            return bachelier_parts(z)[0]  # type: ignore[no-any-return]
         return norm_cdf(z) * miller_ratio(z, 1, MILLER_EXTRA + 40)
 
     @jit
@@ -433,9 +448,15 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         intrinsic = abs(m) if w * m > 0.0 else 0.0
         if s > 0.0:
             d = m / s
-            price = dr * (intrinsic + s * bachelier_otm(-abs(d)))
-            n = norm_pdf(d)
-            nd = norm_cdf(w * d)
+            a = abs(d)
+            if a <= RHO1_H:  # z N(z) + n(z), N(z) and n(z) at z = -|d| from one lookup
+                otm, tail, n = bachelier_parts(-a)
+                nd = tail if w * d < 0.0 else 1.0 - tail
+            else:
+                otm = bachelier_otm(-a)
+                n = norm_pdf(d)
+                nd = norm_cdf(w * d)
+            price = dr * (intrinsic + s * otm)
         else:
             d = 0.0
             price = dr * intrinsic
