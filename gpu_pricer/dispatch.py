@@ -238,28 +238,18 @@ def run_numba(req: Request, out: Any, err: Any) -> None:
 def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
     from numba import cuda  # noqa: PLC0415
 
+    from . import staging  # noqa: PLC0415
     from .kernels import cuda as kcuda  # noqa: PLC0415
 
     kern = kcuda.kernel(req.model, req.size, req.kind)
-    steps = cuda.to_device(req.steps)
     tpb = kcuda.THREADS_PER_BLOCK
     if req.xp is not np:  # device input, device output: one launch
         blocks = max(1, min((req.n + tpb - 1) // tpb, 65535))
-        kern[blocks, tpb](req.otype, *req.values, steps, out, err)
+        kern[blocks, tpb](req.otype, *req.values, cuda.to_device(req.steps), out, err)
         return
-    for lo in _chunks(req.n):
-        hi = min(lo + get_settings().chunk_rows, req.n)
-        size_rows = hi - lo
-        ins = [cuda.to_device(np.ascontiguousarray(_part(a, lo, hi))) for a in
-               (req.otype, *req.values)]
-        d_out = cuda.device_array((req.size, size_rows), dtype=out.dtype)
-        d_err = cuda.device_array(size_rows, dtype=err.dtype)
-        blocks = max(1, min((size_rows + tpb - 1) // tpb, 65535))
-        kern[blocks, tpb](*ins, steps, d_out, d_err)
-        for c in req.codes:
-            d_out[int(c)].copy_to_host(out[c, lo:hi])
-        d_err.copy_to_host(err[lo:hi])
-    cuda.synchronize()
+    # host data: pinned, double-buffered chunks on two streams (`staging`)
+    staging.run(kern, [req.otype, *req.values], req.steps, req.size, req.codes, out, err,
+                get_settings().chunk_rows, tpb)
 
 
 RUNNERS: dict[str, Runner] = {

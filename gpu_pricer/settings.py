@@ -23,7 +23,8 @@ class PricerSettings(BaseSettings):
         1 << 20,
         gt=0,
         description="Rows per chunk for the NumPy/CuPy paths and host-to-device transfers "
-        "(bounds temporaries and device memory).",
+        "(bounds temporaries and device memory; numba-cuda's pinned stages take at most "
+        "262,144 rows).",
     )
 
 

@@ -95,3 +95,44 @@ def test_gpu_split_of_the_kernel_bench_runs() -> None:
     assert split["measured"] and split["simulated"]
     assert "meaningless" in split["note"]
     assert {"h2d_s", "kernel_s", "d2h_s", "device_bandwidth_bytes_per_s"} <= split.keys()
+
+
+def test_host_data_goes_through_pooled_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host columns go through two pooled stages of pinned buffers: in chunks
+    of 32 rows (5 chunks, the last one partial, each stage used two or three
+    times) they give bitwise the values of one chunk; the stages go back to
+    the pool and the next call takes the same ones; a call that fails leaves
+    its stages out of the pool."""
+    from gpu_pricer import staging
+    from gpu_pricer.settings import get_settings
+
+    book: dict[str, Any] = random_book(150, seed=7)
+    book["sigma"][::11] = -0.2
+    kw = model_kwargs("bsm", book)
+    staging.clear()
+    whole = gp.price(backend="numba-cuda", **kw)  # one chunk (STAGE_ROWS >> 150)
+    monkeypatch.setenv("GPU_PRICER_CHUNK_ROWS", "32")
+    get_settings.cache_clear()
+    try:
+        staging.clear()
+        chunked = gp.price(backend="numba-cuda", **kw)
+        (key, pairs), = staging._pool.items()
+        assert key[2] == 32 and len(pairs) == 1
+        pair = pairs[0]
+        again = gp.price(backend="numba-cuda", **kw)
+        assert staging._pool[key] == [pair]  # taken and returned, not rebuilt
+        for name in whole:
+            np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
+            np.testing.assert_array_equal(again[name], whole[name], err_msg=name)
+        assert (whole["error"] != 0).sum() >= 10
+
+        def fail(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("device lost")
+
+        monkeypatch.setattr(staging.Stage, "collect", fail)
+        with pytest.raises(RuntimeError, match="device lost"):
+            gp.price(backend="numba-cuda", **kw)
+        assert staging._pool[key] == []  # the failed call's stages were dropped
+    finally:
+        get_settings.cache_clear()
+        staging.clear()
