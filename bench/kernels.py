@@ -21,7 +21,9 @@ scipy.stats.norm, price + first-order Greeks), a QuantLib per-option loop
 and vollib's per-option implied vol (both timed on a sample of at most
 2,000 options and labelled extrapolated).
 
-GPU: where numba-cuda has a device, the host-to-device copy, the kernel and
+GPU: where numba-cuda has a device, `gpu_pricer.price` on host data through
+the pinned two-stream stages and through synchronous copies, in the same
+run (`host_paths`); the host-to-device copy, the kernel and
 the device-to-host copy are timed separately with CUDA events (synchronised,
 after a warm-up), and the kernel's resident-data rate is compared with the
 device's bandwidth measured by a device triad.  Without a device these rows
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import socket
 import time
@@ -237,6 +240,46 @@ def gpu_split(n: int, repeat: int) -> dict[str, Any]:
             "note": "CUDA simulator: timings meaningless" if simulated else ""}
 
 
+def host_paths(n: int, repeat: int) -> dict[str, Any]:
+    """`gpu_pricer.price(backend="numba-cuda")` on host (NumPy) data, bsm with
+    all outputs, through the pinned two-stream stages (GPU_PRICER_CUDA_STAGING
+    true, the default) and through synchronous pageable copies (false), in
+    the same run: rounds interleaved, the order alternating, each path warmed
+    up first (compilation, the stages' pinned memory)."""
+    status = gp.backends()["numba-cuda"]
+    if not status.available:
+        return {"measured": False, "reason": status.reason}
+    from gpu_pricer.settings import get_settings
+
+    simulated = "simulator" in status.reason
+    books = [book(n, seed, "float64") for seed in (7, 8)]
+    before = os.environ.get("GPU_PRICER_CUDA_STAGING")
+    times: dict[str, list[float]] = {"staged": [], "synchronous": []}
+
+    def call(path: str, b: dict[str, Any]) -> float:
+        os.environ["GPU_PRICER_CUDA_STAGING"] = "true" if path == "staged" else "false"
+        get_settings.cache_clear()
+        return _timed(lambda: gp.price(greeks="all", backend="numba-cuda", **b))
+
+    try:
+        for path in times:
+            call(path, books[1])
+        for i in range(repeat):
+            order = list(times) if i % 2 == 0 else list(times)[::-1]
+            for path in order:
+                times[path].append(call(path, books[i % 2]))
+    finally:
+        if before is None:
+            os.environ.pop("GPU_PRICER_CUDA_STAGING", None)
+        else:
+            os.environ["GPU_PRICER_CUDA_STAGING"] = before
+        get_settings.cache_clear()
+    staged, sync = (float(np.median(times[p])) for p in ("staged", "synchronous"))
+    return {"measured": True, "simulated": simulated, "n": n, "staged_s": staged,
+            "synchronous_s": sync, "speedup": sync / staged,
+            "note": "CUDA simulator: timings meaningless" if simulated else ""}
+
+
 def gpu_resident(n: int, repeat: int,
                  dtypes: tuple[str, ...] = ("float64", "float32")) -> dict[str, Any]:
     """`gpu_pricer.price` on device-resident CuPy arrays (the outputs stay on the
@@ -393,6 +436,7 @@ def measure(max_size: int, repeat: int,
         "first_calls": compiles,
         "models": model_rows(min(MODELS_N, max_size), repeat, timed),
         "gpu_split": gpu_split(min(gpu_n, max_size), repeat),
+        "gpu_host_paths": host_paths(min(gpu_n, max_size), repeat),
         "gpu_resident": gpu_resident(min(gpu_n, max_size), repeat, dtypes),
     }
 
@@ -439,6 +483,15 @@ def table(report: dict[str, Any]) -> str:
                      f"resident {g['resident_options_per_s'] or 0:,.0f} options/s"
                      + ("" if frac is None else f", {frac:.1%} of the device bandwidth")
                      + (f" ({g['note']})" if g["note"] else ""))
+    h = report.get("gpu_host_paths", {})
+    lines += ["", "Host (NumPy) data through numba-cuda (gpu_pricer.price, bsm, all outputs): "
+              "pinned two-stream stages vs synchronous pageable copies, same run:", ""]
+    if not h.get("measured"):
+        lines.append(f"not measured: {h.get('reason', 'no GPU')}")
+    else:
+        lines.append(f"N = {h['n']:,}: staged {h['staged_s'] * 1e3:.3f} ms, synchronous "
+                     f"{h['synchronous_s'] * 1e3:.3f} ms: the stages {h['speedup']:.2f}x as "
+                     "fast" + (f" ({h['note']})" if h["note"] else ""))
     lines += ["", resident_table(report.get("gpu_resident", {}))]
     models = report.get("models", [])
     if models:

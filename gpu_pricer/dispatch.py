@@ -247,9 +247,24 @@ def run_numba_cuda(req: Request, out: Any, err: Any) -> None:
         blocks = max(1, min((req.n + tpb - 1) // tpb, 65535))
         kern[blocks, tpb](req.otype, *req.values, cuda.to_device(req.steps), out, err)
         return
-    # host data: pinned, double-buffered chunks on two streams (`staging`)
-    staging.run(kern, [req.otype, *req.values], req.steps, req.size, req.codes, out, err,
-                get_settings().chunk_rows, tpb)
+    chunk_rows = get_settings().chunk_rows
+    if get_settings().cuda_staging:  # pinned, double-buffered chunks on two streams
+        staging.run(kern, [req.otype, *req.values], req.steps, req.size, req.codes, out, err,
+                    chunk_rows, tpb)
+        return
+    steps = cuda.to_device(req.steps)
+    for lo in _chunks(req.n):  # synchronous copies from pageable memory
+        hi = min(lo + chunk_rows, req.n)
+        ins = [cuda.to_device(np.ascontiguousarray(_part(a, lo, hi))) for a in
+               (req.otype, *req.values)]
+        d_out = cuda.device_array((req.size, hi - lo), dtype=out.dtype)
+        d_err = cuda.device_array(hi - lo, dtype=err.dtype)
+        blocks = max(1, min((hi - lo + tpb - 1) // tpb, 65535))
+        kern[blocks, tpb](*ins, steps, d_out, d_err)
+        for c in req.codes:
+            d_out[int(c)].copy_to_host(out[c, lo:hi])
+        d_err.copy_to_host(err[lo:hi])
+    cuda.synchronize()
 
 
 RUNNERS: dict[str, Runner] = {

@@ -26,6 +26,12 @@ class PricerSettings(BaseSettings):
         "(bounds temporaries and device memory; numba-cuda's pinned stages take at most "
         "262,144 rows).",
     )
+    cuda_staging: bool = Field(
+        True,
+        description="numba-cuda on host (NumPy) data: chunks through pooled pinned staging "
+        "buffers on two CUDA streams, so copies and kernel overlap (false: synchronous "
+        "copies from pageable memory, one chunk after another).",
+    )
 
 
 @cache

@@ -95,6 +95,12 @@ def test_gpu_split_of_the_kernel_bench_runs() -> None:
     assert split["measured"] and split["simulated"]
     assert "meaningless" in split["note"]
     assert {"h2d_s", "kernel_s", "d2h_s", "device_bandwidth_bytes_per_s"} <= split.keys()
+    paths = kernels.host_paths(64, 2)  # staged vs synchronous host data, same run
+    assert paths["measured"] and paths["simulated"] and "meaningless" in paths["note"]
+    assert paths["staged_s"] > 0 and paths["synchronous_s"] > 0
+    from gpu_pricer.settings import get_settings
+
+    assert get_settings().cuda_staging  # the setting as it was
 
 
 def test_host_data_goes_through_pooled_stages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,6 +131,13 @@ def test_host_data_goes_through_pooled_stages(monkeypatch: pytest.MonkeyPatch) -
             np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
             np.testing.assert_array_equal(again[name], whole[name], err_msg=name)
         assert (whole["error"] != 0).sum() >= 10
+        monkeypatch.setenv("GPU_PRICER_CUDA_STAGING", "false")  # the synchronous path
+        get_settings.cache_clear()
+        synchronous = gp.price(backend="numba-cuda", **kw)
+        for name in whole:
+            np.testing.assert_array_equal(synchronous[name], whole[name], err_msg=name)
+        monkeypatch.delenv("GPU_PRICER_CUDA_STAGING")
+        get_settings.cache_clear()
 
         def fail(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("device lost")
