@@ -177,16 +177,18 @@ def test_vector_kernel_matches_the_row_kernel(model: str, greeks: tuple[str, ...
     assert np.median(price_rel) < 1e-15
 
 
-@pytest.mark.parametrize("model", ["bsm", "black76"])
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
 def test_one_vector_kernel_serves_every_tier(model: str) -> None:
     """A model's three tiers run one compiled kernel, which reads the tier
     from its output's rows: a smaller tier's values are the larger ones'
     first rows, bit for bit, and nothing is written past its rows."""
-    code = formulas.BSM if model == "bsm" else formulas.BLACK76
+    code = {"bsm": formulas.BSM, "black76": formulas.BLACK76,
+            "bachelier": formulas.BACHELIER}[model]
     tiers = (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)
     kernels = {id(cpu.vector_kernel(code, size)) for size in tiers}
     assert len(kernels) == 1
-    assert cpu.vector_kernel(formulas.BSM, 1) is not cpu.vector_kernel(formulas.BLACK76, 1)
+    assert len({id(cpu.vector_kernel(c, 1)) for c in (formulas.BSM, formulas.BLACK76,
+                                                      formulas.BACHELIER)}) == 3
     book = _book(5_000, np.random.default_rng(3))
     und = {"spot": book["spot"]} if model == "bsm" else {"forward": book["spot"], "q": 0.0}
     kw = {k: v for k, v in book.items() if k != "spot" and (model == "bsm" or k != "q")}
@@ -206,6 +208,73 @@ def test_one_vector_kernel_serves_every_tier(model: str) -> None:
             full = out[:size].copy()
         else:
             np.testing.assert_array_equal(out[:size], full[:size])
+
+
+def _normal_book(n: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Bachelier rows of every kind: rates-like forwards and strikes of either
+    sign, |d| from 0 to beyond MAX_Z (the far tail goes to the row function),
+    and limits and bad rows."""
+    f = rng.uniform(-0.02, 0.06, n)
+    t = np.exp(rng.uniform(math.log(1e-4), math.log(30.0), n))
+    sigma = rng.uniform(0.0005, 0.03, n)
+    d = rng.choice([-1.0, 1.0], n) * 10 ** rng.uniform(-4.0, 1.7, n)
+    book = {"option_type": rng.random(n) < 0.5, "forward": f,
+            "strike": f - d * sigma * np.sqrt(t), "t": t, "sigma": sigma,
+            "r": rng.uniform(-0.02, 0.1, n)}
+    special = [("t", 0.0), ("sigma", 0.0), ("sigma", -0.1), ("t", -1.0), ("forward", np.nan),
+               ("strike", np.inf), ("r", np.inf), ("forward", 1e250), ("t", 1e-12),
+               ("sigma", 1e-300)]
+    for j, (name, value) in enumerate(special):
+        book[name][j::89] = value
+    book["strike"][5::89] = book["forward"][5::89]  # at the money, sigma = 0 below
+    book["sigma"][5::89] = 0.0
+    return book
+
+
+@pytest.mark.parametrize("greeks", [(), ("delta", "gamma", "vega", "theta", "rho"), "all"])
+def test_bachelier_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...] | str) -> None:
+    """The vectorised bachelier kernel against the row kernel, row by row: the
+    same error codes, NaN and infinities, and values within 1e-13 of the
+    size of their formula's terms (theta, charm, color and veta add terms
+    of either sign; vexp and vgauss are within a few ulps of exp)."""
+    book = _normal_book(20_000, np.random.default_rng(13))
+    req = build_request(model="bachelier", greeks=greeks, dtype="float64", spot=None, q=0.0,
+                        **book)
+    ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
+    rows, vec = np.empty((req.size, req.n)), np.empty((req.size, req.n))
+    err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
+    cpu.kernel(req.model, req.size)(*ins, req.steps, rows, err_rows)
+    kern = cpu.vector_kernel(req.model, req.size)
+    assert kern is not None
+    kern(*ins, req.steps, vec, err_vec)
+    np.testing.assert_array_equal(err_vec, err_rows)
+    assert (err_rows != 0).sum() > 500
+    np.testing.assert_array_equal(np.isnan(vec), np.isnan(rows))
+    np.testing.assert_array_equal(np.isinf(vec), np.isinf(rows))
+    with np.errstate(all="ignore"):
+        t, sigma, r = book["t"], book["sigma"], np.abs(book["r"])
+        s = sigma * np.sqrt(t)
+        d = np.abs((book["forward"] - book["strike"]) / s)
+        assert ((err_rows == 0) & (d <= vector.MAX_Z) & (s > 0)).sum() > 15_000  # the loops
+        assert ((err_rows == 0) & (d > vector.MAX_Z)).sum() > 100  # the far tail
+        scale = np.maximum(np.abs(rows), 1e-300)
+        if req.size > 1:
+            price, gamma, vega = (np.abs(rows[c]) for c in (formulas.PRICE, formulas.GAMMA,
+                                                            formulas.VEGA))
+            n_dr = gamma * s  # dr n(d)
+            scale[formulas.THETA] += r * price + 0.5 * n_dr * sigma / np.sqrt(t)
+        if req.size > formulas.VANNA:
+            delta = np.abs(rows[formulas.DELTA])
+            scale[formulas.CHARM] += r * delta + 0.5 * n_dr * d / t
+            scale[formulas.ZOMMA] += gamma * (d * d + 1.0) / sigma
+            scale[formulas.COLOR] += r * gamma + 0.5 * gamma * (d * d + 1.0) / t
+            scale[formulas.VETA] += r * vega + 0.5 * vega * (1.0 + d * d) / t
+    # at the limits the row function prices (t = 0, s = 0) the terms' sizes are
+    # not finite: there the value's own size
+    scale = np.where(np.isfinite(scale), scale, np.maximum(np.abs(rows), 1e-300))
+    fin = np.isfinite(rows)
+    rel = np.abs(vec[fin] - rows[fin]) / scale[fin]
+    assert rel.max() < 1e-13, rel.max()
 
 
 def test_vector_kernel_broadcasts_as_whole_columns() -> None:

@@ -76,10 +76,10 @@ def kernel(model: int, size: int, kind: str = "price") -> Callable[..., None]:
 
 
 def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., None] | None:
-    """The vectorised kernel (`vector`) where there is one -- bsm and black76
-    prices and Greeks -- else None.  One compiled kernel per model serves
-    every tier (it reads the tier from its output's shape)."""
-    if kind != "price" or model not in (formulas.BSM, formulas.BLACK76):
+    """The vectorised kernel (`vector`) for a model's prices and Greeks (None
+    for implied vols).  One compiled kernel per model serves every tier (it
+    reads the tier from its output's shape)."""
+    if kind != "price":
         return None
     assert size in (1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES)  # the tiers
     return _vector_model(model)
@@ -87,6 +87,8 @@ def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., N
 
 @cache
 def _vector_model(model: int) -> Callable[..., None]:
+    if model == formulas.BACHELIER:
+        return vector.normal_kernel(_called(model), _F.rho1)  # type: ignore[no-any-return]
     return vector.kernel(_called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
                          _F.taylor_terms, forward=model == formulas.BLACK76)
 

@@ -501,3 +501,156 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
                                  qs[j])
 
     return run
+
+
+class NormalLoops(NamedTuple):
+    """The bachelier kernel's loops (the same for every tier)."""
+
+    prelude: Any
+    prices: Any
+    first_order: Any
+    second_order: Any
+
+
+@cache
+def normal_loops(rho1: Callable[..., float]) -> NormalLoops:
+    """The bachelier loops over the given (compiled, inlinable) table function."""
+    inv_sqrt_2pi = formulas.INV_SQRT_2PI
+
+    @_loop
+    def prelude(m: int, ots: Any, fs: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
+                ds: Any, vol: Any, drs: Any, region: Any) -> None:  # pragma: no cover
+        """Every row's d = (F - K)/s, total vol s = sigma sqrt(t) and discount
+        factor (garbage for a row the row function will price), then its
+        region: TEXTBOOK for a good row with s > 0 and |d| <= MAX_Z (so n(d)
+        is a normal number), ROW otherwise."""
+        for j in range(m):
+            tt = ts[j]
+            s = sgs[j] * math.sqrt(tt)
+            vol[j] = s
+            ds[j] = (fs[j] - ks[j]) / s
+            drs[j] = vexp(-rs[j] * tt)
+        for j in range(m):
+            usable = ((ots[j] >= 0) & (abs(fs[j]) < BIG) & (abs(ks[j]) < BIG) & (vol[j] > 0.0)
+                      & (vol[j] < BIG) & (abs(rs[j] * ts[j]) < MAX_RATE_T) & (qs[j] == 0.0)
+                      & (abs(ds[j]) <= MAX_Z))
+            region[j] = TEXTBOOK if usable else ROW
+
+    @_loop
+    def prices(m: int, ws: Any, fs: Any, ks: Any, ds: Any, vol: Any, drs: Any, nds: Any,
+               ns: Any, ps: Any) -> None:  # pragma: no cover - compiled
+        """The price, N(w d) and n(d) of the block's rows, as `bachelier_row`
+        forms them: z N(z) + n(z), N(z) and n(z) at z = -|d| from one table
+        lookup (`formulas.bachelier_parts`)."""
+        for j in range(m):
+            w = ws[j]
+            d = ds[j]
+            a = abs(d)
+            a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
+            r1 = rho1(-a)
+            n = inv_sqrt_2pi * vgauss(a)
+            tail = n / (r1 + a)
+            mm = fs[j] - ks[j]
+            intrinsic = abs(mm) if w * mm > 0.0 else 0.0
+            nds[j] = tail if w * d < 0.0 else 1.0 - tail
+            ns[j] = n
+            ps[j] = drs[j] * (intrinsic + vol[j] * (tail * r1))
+
+    @_loop
+    def first_order(m: int, ws: Any, ts: Any, sgs: Any, rs: Any, vol: Any, drs: Any,
+                    nds: Any, ns: Any, ps: Any, o_delta: Any, o_gamma: Any, o_vega: Any,
+                    o_theta: Any, o_rho: Any, o_drho: Any) -> None:  # pragma: no cover
+        """The first-order Greeks, as `bachelier_row` forms them (the forward
+        held fixed: rho = -t price; no dividend rho)."""
+        for j in range(m):
+            dr = drs[j]
+            n = ns[j]
+            tt = ts[j]
+            sqt = math.sqrt(tt)
+            price = ps[j]
+            o_delta[j] = ws[j] * dr * nds[j]
+            o_gamma[j] = dr * n / vol[j]
+            o_vega[j] = dr * sqt * n
+            o_theta[j] = rs[j] * price - 0.5 * dr * n * sgs[j] / sqt
+            o_rho[j] = -tt * price
+            o_drho[j] = math.nan
+
+    @_loop
+    def second_order(m: int, ws: Any, ts: Any, sgs: Any, rs: Any, ds: Any, vol: Any,
+                     drs: Any, nds: Any, ns: Any, o_vanna: Any, o_volga: Any, o_charm: Any,
+                     o_speed: Any, o_zomma: Any, o_color: Any,
+                     o_veta: Any) -> None:  # pragma: no cover - compiled
+        """The second- and third-order Greeks, as `bachelier_row` forms them."""
+        for j in range(m):
+            dr = drs[j]
+            n = ns[j]
+            d = ds[j]
+            tt = ts[j]
+            sg = sgs[j]
+            r = rs[j]
+            gamma = dr * n / vol[j]
+            vega = dr * math.sqrt(tt) * n
+            o_vanna[j] = -dr * n * d / sg
+            o_volga[j] = vega * d * d / sg
+            o_charm[j] = r * (ws[j] * dr * nds[j]) + 0.5 * dr * n * d / tt
+            o_speed[j] = -gamma * d / vol[j]
+            o_zomma[j] = gamma * (d * d - 1.0) / sg
+            o_color[j] = r * gamma - 0.5 * gamma * (d * d - 1.0) / tt
+            o_veta[j] = r * vega - 0.5 * vega * (1.0 + d * d) / tt
+
+    return NormalLoops(prelude, prices, first_order, second_order)
+
+
+def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
+    """The bachelier kernel, with the arguments and results of `kernel`'s:
+    one pass of vectorised loops over each block (no regions to gather: a
+    row is priced by the loops, or by the row function `row` when it is
+    bad, at a limit (s = 0) or in the far tail, |d| > MAX_Z)."""
+    prelude, prices, first_order, second_order = normal_loops(rho1)
+    ok = formulas.OK
+    first, higher = formulas.DELTA, formulas.VANNA
+
+    @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
+    def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
+            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
+        n = err.shape[0]
+        size = out.shape[0]
+        for b in prange((n + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            m = min(BLOCK, n - lo)
+            hi = lo + m
+            f = np.empty((13, m))
+            fs, ks, ts, sgs, rs, qs, ws = f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+            ds, vol, drs, nds, ns, ps = f[7], f[8], f[9], f[10], f[11], f[12]
+            ots = np.empty(m, np.int8)
+            region = np.empty(m, np.int8)  # TEXTBOOK (the loops) or ROW
+            load(otype, lo, steps[0], m, ots)
+            load(und, lo, steps[1], m, fs)
+            load(strike, lo, steps[2], m, ks)
+            load(t, lo, steps[3], m, ts)
+            load(sigma, lo, steps[4], m, sgs)
+            load(r, lo, steps[5], m, rs)
+            load(q, lo, steps[6], m, qs)
+            prelude(m, ots, fs, ks, ts, sgs, rs, qs, ds, vol, drs, region)
+            for j in range(m):
+                ws[j] = 1.0 if ots[j] == 1 else -1.0
+            # the value codes, by number: price 0, delta..dividend_rho 1..6,
+            # vanna..veta 7..13 (formulas.PRICE..VETA)
+            prices(m, ws, fs, ks, ds, vol, drs, nds, ns, ps)
+            copy(m, ps, out[0, lo:hi])
+            if size > first:
+                first_order(m, ws, ts, sgs, rs, vol, drs, nds, ns, ps, out[1, lo:hi],
+                            out[2, lo:hi], out[3, lo:hi], out[4, lo:hi], out[5, lo:hi],
+                            out[6, lo:hi])
+            if size > higher:
+                second_order(m, ws, ts, sgs, rs, ds, vol, drs, nds, ns, out[7, lo:hi],
+                             out[8, lo:hi], out[9, lo:hi], out[10, lo:hi], out[11, lo:hi],
+                             out[12, lo:hi], out[13, lo:hi])
+            err[lo:hi] = ok
+            for j in range(m):
+                if region[j] == ROW:
+                    i = lo + j
+                    err[i] = row(out, i, size, ots[j], fs[j], ks[j], ts[j], sgs[j], rs[j],
+                                 qs[j])
+
+    return run
