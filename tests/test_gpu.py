@@ -146,6 +146,41 @@ def test_chunked_transfers_match_one_chunk(backend: str,
         np.testing.assert_array_equal(chunked[name], whole[name], err_msg=name)
 
 
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("kind", ["price", "implied_vol"])
+def test_staged_transfers_match_synchronous_ones(model: str, kind: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba-cuda on host data: the pinned two-stream stages (chunks of 4,096
+    rows, so both stages are reused several times, the last chunk partial)
+    give bitwise the results of the synchronous pageable path; every Greek,
+    float64 and float32, and implied vols."""
+    from gpu_pricer import staging
+
+    book = limit_book(30_001, seed=12)
+    kw = model_kwargs(model, book)
+    if kind == "implied_vol":
+        sigma, _ = kw.pop("sigma"), kw.pop("greeks")
+        kw["price"] = gp.price(model=model, sigma=sigma, backend="numpy", **kw)["price"]
+        calls = [lambda: gp.implied_vol(model=model, backend="numba-cuda", **kw)]
+    else:
+        kw["greeks"] = "all"
+        calls = [lambda d=d: gp.price(model=model, backend="numba-cuda", dtype=d, **kw)
+                 for d in ("float64", "float32")]
+    monkeypatch.setenv("GPU_PRICER_CHUNK_ROWS", "4096")
+    for call in calls:
+        monkeypatch.setenv("GPU_PRICER_CUDA_STAGING", "false")
+        get_settings.cache_clear()
+        synchronous = call()
+        monkeypatch.setenv("GPU_PRICER_CUDA_STAGING", "true")
+        get_settings.cache_clear()
+        staging.clear()
+        staged = call()
+        again = call()  # the pooled stages, reused
+        for name in synchronous:
+            np.testing.assert_array_equal(staged[name], synchronous[name], err_msg=name)
+            np.testing.assert_array_equal(again[name], synchronous[name], err_msg=name)
+
+
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_float32_is_float64_arithmetic_on_float32_inputs(backend: str) -> None:
     assert_float32_is_float64_arithmetic(backend, "numpy", 20_000)

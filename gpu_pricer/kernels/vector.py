@@ -1,4 +1,4 @@
-"""The vectorised CPU kernel for bsm and black76 prices and Greeks.
+"""The vectorised CPU kernels for bsm, black76 and bachelier prices and Greeks.
 
 `gpu_pricer.kernels.cpu`'s row kernels call libm's exp, log and erfc once per
 value: scalar calls that LLVM cannot vectorise here (llvmlite has no SVML).
@@ -20,6 +20,11 @@ Accuracy: vexp and vlog are within 1 ulp of libm, vncdf within a few ulps of
 N(z) for |z| <= 37 (tests/test_vector.py); the regions' formulas are the row
 kernel's, except that a textbook row takes n(d2) as n(d1) S e^(-qt) / (K e^(-rt))
 (the same number: d1^2 - d2^2 = 2 ln(F/K)) rather than from a second exp.
+
+The bachelier kernel (`normal_kernel`) needs no regions: every good row
+with sigma sqrt(t) > 0 and |d| <= MAX_Z takes its price, N(w d) and n(d)
+from one lookup of the same table (as `formulas.bachelier_parts`), in one
+loop over the whole block, and its Greeks in the loops after it.
 """
 
 from __future__ import annotations
