@@ -210,6 +210,23 @@ def copy(m: int, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
         dst[j] = src[j]
 
 
+@_loop
+def load_block(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
+               steps: Any, lo: int, m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any,
+               rs: Any, qs: Any, ws: Any) -> None:  # pragma: no cover - compiled
+    """A block's rows lo..lo+m-1 of the seven inputs into its columns (`load`),
+    and each row's sign w: 1 for a call, -1 otherwise."""
+    load(otype, lo, steps[0], m, ots)
+    load(und, lo, steps[1], m, us)
+    load(strike, lo, steps[2], m, ks)
+    load(t, lo, steps[3], m, ts)
+    load(sigma, lo, steps[4], m, sgs)
+    load(r, lo, steps[5], m, rs)
+    load(q, lo, steps[6], m, qs)
+    for j in range(m):
+        ws[j] = 1.0 if ots[j] == 1 else -1.0
+
+
 class RegionLoops(NamedTuple):
     """N(d1), N(d2), n(d1) and the price of one region's rows (the same for
     every model and tier: built once per table function)."""
@@ -445,16 +462,9 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
             ots = np.empty(m, np.int8)
             region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
             picked = np.empty(m, np.int64)
-            load(otype, lo, steps[0], m, ots)
-            load(und, lo, steps[1], m, us)
-            load(strike, lo, steps[2], m, ks)
-            load(t, lo, steps[3], m, ts)
-            load(sigma, lo, steps[4], m, sgs)
-            load(r, lo, steps[5], m, rs)
-            load(q, lo, steps[6], m, qs)
+            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, us, ks, ts, sgs,
+                       rs, qs, ws)
             prelude(m, ots, us, ks, ts, sgs, rs, qs, xs, vol, dqs, drs, region)
-            for j in range(m):
-                ws[j] = 1.0 if ots[j] == 1 else -1.0
             # each region's rows gathered into unit-stride columns (unless the
             # whole block is of that region), priced by a loop of its own that
             # the compiler vectorises, and scattered back
@@ -629,16 +639,9 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
             ds, vol, drs, nds, ns, ps = f[7], f[8], f[9], f[10], f[11], f[12]
             ots = np.empty(m, np.int8)
             region = np.empty(m, np.int8)  # TEXTBOOK (the loops) or ROW
-            load(otype, lo, steps[0], m, ots)
-            load(und, lo, steps[1], m, fs)
-            load(strike, lo, steps[2], m, ks)
-            load(t, lo, steps[3], m, ts)
-            load(sigma, lo, steps[4], m, sgs)
-            load(r, lo, steps[5], m, rs)
-            load(q, lo, steps[6], m, qs)
+            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, fs, ks, ts, sgs,
+                       rs, qs, ws)
             prelude(m, ots, fs, ks, ts, sgs, rs, qs, ds, vol, drs, region)
-            for j in range(m):
-                ws[j] = 1.0 if ots[j] == 1 else -1.0
             # the value codes, by number: price 0, delta..dividend_rho 1..6,
             # vanna..veta 7..13 (formulas.PRICE..VETA)
             prices(m, ws, fs, ks, ds, vol, drs, nds, ns, ps)
