@@ -46,7 +46,7 @@ WARM_UP_GREEKS = ("delta", "gamma", "vega", "theta", "rho")
 
 def _warm_up(batch_options: int = 0) -> None:
     """Compile every model's price kernels (no Greeks, one, all: one
-    vectorised kernel serves bsm's three tiers, and one black76's) and its
+    vectorised kernel serves a model's three tiers) and its
     implied-vol kernel before the service reports ready, for whole columns
     as batches pass them (a scalar reaches the kernels as a one-element
     column, of the same type), and write and read one Arrow stream.  Then

@@ -68,6 +68,8 @@ class Stage:
     def __init__(self, in_dtypes: tuple[np.dtype[Any], ...], out_dtype: np.dtype[Any],
                  rows: int) -> None:
         self.rows = rows
+        #: what the pool files it under: stages are reused for the same dtypes and rows
+        self.key = (in_dtypes, out_dtype, rows)
         self.stream = cuda.stream()
         self.pin_in = [cuda.pinned_array(rows, dtype=d) for d in in_dtypes]
         self.dev_in = [cuda.device_array(rows, dtype=d) for d in in_dtypes]
@@ -136,10 +138,8 @@ def acquire(in_dtypes: tuple[np.dtype[Any], ...], out_dtype: np.dtype[Any],
 
 def release(stages: tuple[Stage, Stage]) -> None:
     """Return two idle stages (nothing in flight) to the pool."""
-    first = stages[0]
-    key = (tuple(a.dtype for a in first.pin_in), first.pin_out.dtype, first.rows)
     with _lock:
-        _pool.setdefault(key, []).append(stages)
+        _pool.setdefault(stages[0].key, []).append(stages)
 
 
 def clear() -> None:

@@ -11,9 +11,10 @@ price and first-order Greeks; everything: value codes 0..size-1), so the
 compiler folds each Greek's formula into the loop, shares their parts and
 drops what the tier does not write; it writes out[code, i] for every code
 of the tier.
-Each (model, tier) compiles on first use (a few seconds).  bsm and black76
-prices and Greeks go to the vectorised kernels of `vector` instead (see
-`vector_kernel`): one per model, for every tier, compiled on first use.
+Each (model, tier) compiles on first use (a few seconds).  Prices and
+Greeks of every model go to the vectorised kernels of `vector` instead (see
+`vector_kernel`): one per model, for every tier, compiled on first use; the
+row kernels serve implied vols.
 """
 
 from __future__ import annotations
