@@ -265,22 +265,21 @@ async def _json_route(request: Request, model: type[PriceRequest | ImpliedVolReq
     await enforce(request)
     deadline_ms = _deadline_ms(request)
     body = jsonio.parse(model, await request.body())
-    n = len(body["options"])
+    n = len(body.options)
     _check_count(n)
-    answer: dict[str, Any] = {"model": body["model"], "backend": _backend_in_use(),
-                              "results": []}
+    answer: dict[str, Any] = {"model": body.model, "backend": _backend_in_use(), "results": []}
     if not n:
         return jsonio.response(answer)
     if kind == "price":
-        greeks = _greeks(body["model"], body["greeks"], ["body", "greeks"])
+        greeks = _greeks(body.model, body.greeks, ["body", "greeks"])
         cols, names = jsonio.columns(body, "sigma"), ["price", *greeks]
     else:
         greeks = ()
         cols, names = jsonio.columns(body, "price"), ["implied_vol"]
-    out = await _submit(request, body["model"], greeks, cols, n, deadline_ms, kind=kind)
-    _check_strict(body["strict"], out["error"])
+    out = await _submit(request, body.model, greeks, cols, n, deadline_ms, kind=kind)
+    _check_strict(body.strict, out["error"])
     answer["backend"] = _backend_in_use()  # the CPU, if a device fault moved the batch
-    answer["results"] = jsonio.results(jsonio.ids(body), out, names)
+    answer["results"] = jsonio.results([o.id for o in body.options], out, names)
     return jsonio.response(answer)
 
 

@@ -1,6 +1,7 @@
-"""The JSON routes validate bodies into plain dicts (`api.jsonio.parse`, through
-TypedDicts derived from the documented models): the same rules, values and
-errors as validating the models themselves."""
+"""The JSON routes decode bodies with msgspec into Structs derived from the
+documented pydantic models, and hand what msgspec refuses to the models
+(`api.jsonio.parse`): the same rules, values and errors as validating the
+models themselves, and the fast path taken by well-formed bodies."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import pytest
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from api import jsonio
-from api.schemas import ImpliedVolRequest, PriceRequest
+from api.schemas import ImpliedVolRequest, OptionIn, PriceRequest
+from bench.service import json_body
 
 MODELS = (PriceRequest, ImpliedVolRequest)
 ROW_FIELDS = ("option_type", "spot", "forward", "strike", "t", "r", "q", "id", "sigma", "price")
@@ -32,26 +35,35 @@ def _norm(x: Any) -> Any:
     return x
 
 
+def _values(parsed: Any) -> Any:
+    """Every field's value, of a model instance or a Struct."""
+    if isinstance(parsed, BaseModel):
+        return _norm(parsed.model_dump())
+    return _norm(msgspec.to_builtins(parsed))
+
+
 def _by_model(model: type[BaseModel], body: bytes) -> tuple[Any, Any]:
-    """(the model's values, None) or (None, its errors), as the dicts' path gives them."""
+    """(the model's values, None) or (None, its errors, with the 422's "body" first)."""
     try:
-        data = model.model_validate_json(body).model_dump()
+        return _values(model.model_validate_json(body)), None
     except ValidationError as exc:
-        errors = [(("body", *e["loc"]), e["msg"],
-                   "dict_type" if e["type"] == "model_type" else e["type"])
-                  for e in exc.errors(include_url=False)]
-        return None, errors
-    return _norm(data), None
+        return None, [(("body", *e["loc"]), e["msg"], e["type"])
+                      for e in exc.errors(include_url=False)]
 
 
-def _by_dicts(model: type[BaseModel], body: bytes) -> tuple[Any, Any]:
+def _by_parse(model: type[BaseModel], body: bytes) -> tuple[Any, Any]:
     try:
-        data = jsonio.parse(model, body)
+        return _values(jsonio.parse(model, body)), None
     except RequestValidationError as exc:
         return None, [(tuple(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
-    # a row's dict holds the fields the body gave: the model's defaults for the rest
-    data["options"] = [{**jsonio.ROW_DEFAULTS, **row} for row in data["options"]]
-    return _norm(data), None
+
+
+def _fast(model: type[BaseModel], body: bytes) -> Any:
+    """msgspec's values, or None where it refuses the body."""
+    try:
+        return _values(msgspec.json.decode(body, type=jsonio.fast_type(model)))
+    except msgspec.DecodeError:
+        return None
 
 
 BODIES = [
@@ -77,10 +89,12 @@ BODIES = [
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 @pytest.mark.parametrize("body", BODIES)
-def test_dicts_validate_as_the_model(model: type[BaseModel], body: bytes) -> None:
+def test_bodies_validate_as_the_model(model: type[BaseModel], body: bytes) -> None:
     values, errors = _by_model(model, body)
-    assert _by_dicts(model, body) == (values, errors)
+    assert _by_parse(model, body) == (values, errors)
     assert (values is None) == (errors is not None)
+    fast = _fast(model, body)
+    assert fast is None or fast == values  # msgspec accepts no more than the model
 
 
 _VALUES = st.one_of(
@@ -133,29 +147,51 @@ _BODIES = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(data=_BODIES)
-def test_dicts_validate_as_the_model_on_any_body(data: Any) -> None:
+def test_bodies_validate_as_the_model_on_any_body(data: Any) -> None:
     body = json.dumps(data).encode()  # NaN and infinities as JSON5-style tokens too
     for model in MODELS:
-        assert _by_dicts(model, body) == _by_model(model, body)
+        by_model = _by_model(model, body)
+        assert _by_parse(model, body) == by_model
+        fast = _fast(model, body)
+        assert fast is None or fast == by_model[0]
 
 
-def _shape(schema: Any) -> Any:
-    """A JSON schema without its words (titles, descriptions, defaults) and with
-    the TypedDicts' names as the models'."""
-    if isinstance(schema, dict):
-        return {k.removesuffix("Dict"): _shape(v) for k, v in schema.items()
-                if k not in ("title", "description", "default")}
-    if isinstance(schema, list):
-        return [_shape(v) for v in schema]
-    if isinstance(schema, str) and schema.startswith("#/$defs/"):
-        return schema.removesuffix("Dict")
-    return schema
+@pytest.mark.parametrize("n", [1, 1000])
+def test_well_formed_bodies_take_the_fast_path(n: int) -> None:
+    body = json_body(n)
+    parsed = jsonio.parse(PriceRequest, body)
+    assert isinstance(parsed, jsonio.fast_type(PriceRequest))
+    assert _values(parsed) == _values(PriceRequest.model_validate_json(body))
+    data = json.loads(body)
+    data["options"][-1]["strike"] = str(data["options"][-1]["strike"])  # lax: the model's
+    parsed = jsonio.parse(PriceRequest, json.dumps(data).encode())
+    assert isinstance(parsed, PriceRequest)
+    assert _values(parsed) == _values(PriceRequest.model_validate_json(body))
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-def test_typed_dicts_have_the_models_fields_types_and_rules(model: type[BaseModel]) -> None:
-    derived = TypeAdapter(jsonio.typed_dict(model)).json_schema()
-    assert _shape(derived) == _shape(model.model_json_schema())
-    row = derived["$defs"][derived["properties"]["options"]["items"]["$ref"].rsplit("/", 1)[1]]
-    assert row["additionalProperties"] is False
-    assert set(jsonio.ROW_DEFAULTS) == set(row["properties"]) - set(row["required"])
+@pytest.mark.parametrize("model", [*MODELS, OptionIn], ids=lambda m: m.__name__)
+def test_structs_have_the_models_fields_and_defaults(model: type[BaseModel]) -> None:
+    struct = jsonio.fast_type(model)
+    fields = {f.name: f for f in msgspec.structs.fields(struct)}
+    assert list(fields) == list(model.model_fields)
+    for name, info in model.model_fields.items():
+        field = fields[name]
+        assert field.required == info.is_required()
+        if not info.is_required():
+            default = (field.default_factory() if field.default is msgspec.NODEFAULT
+                       else field.default)
+            assert default == info.get_default(call_default_factory=True)
+    assert struct.__struct_config__.forbid_unknown_fields == (
+        model.model_config.get("extra") == "forbid")
+
+
+def test_constraints_without_a_translation_are_refused() -> None:
+    class Positive(BaseModel):
+        x: float = Field(gt=0)
+
+    class Kept(BaseModel, extra="allow"):
+        x: float
+
+    for model in (Positive, Kept):
+        with pytest.raises(TypeError):
+            jsonio.fast_type(model)

@@ -31,11 +31,11 @@ def _app() -> LeanApp:
 
     async def double(request: Request) -> Response:
         body = jsonio.parse(Body, await request.body())
-        if body["x"] < 0:
+        if body.x < 0:
             raise HTTPException(409, detail="negative", headers={"X-Why": "sign"})
-        if body["x"] == 13:
+        if body.x == 13:
             raise RuntimeError("unlucky")
-        return jsonio.response({"y": 2 * body["x"]})
+        return jsonio.response({"y": 2 * body.x})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
