@@ -1,5 +1,5 @@
 """The JSON form of the pricing routes: request bodies in, columns out, and
-result rows back, with no per-row model objects on the way out.
+result rows back, with no pydantic model instance per row either way.
 
 A body is validated straight from its bytes (`parse`) in two steps.  First
 msgspec decodes it into Structs derived once from the route's pydantic model
@@ -12,11 +12,11 @@ which accepts it by its own (lax) rules or answers the 422 whose ``loc``
 names the field and row.  Either way the body means what the model says it
 means, the error is pydantic's, and the models stay the documented schema
 (OpenAPI).  The rows become the library's keyword columns (`columns`), and
-the answer is built column by column (`results`), then serialised once by
-orjson.  The routes call these themselves rather than declaring a body
-parameter: FastAPI's parameter machinery cost more per small request than
-everything else the service does for it (profiled under `bench.service`'s
-single-option load).
+the answer is built column by column (`results`: a Struct per row, made
+from the columns in C), then serialised once by msgspec.  The routes call
+these themselves rather than declaring a body parameter: FastAPI's parameter
+machinery cost more per small request than everything else the service does
+for it (profiled under `bench.service`'s single-option load).
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable, Sequence
-from functools import cache
-from itertools import repeat
+from functools import cache, lru_cache
 from typing import Annotated, Any, Union, cast, get_args, get_origin
 
 import annotated_types
 import msgspec
 import numpy as np
-import orjson
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -151,13 +149,23 @@ def _refuse(row: int, field: str, msg: str) -> None:
     raise HTTPException(422, detail=[{"loc": ["body", "options", row, field], "msg": msg}])
 
 
+@lru_cache(maxsize=256)
+def _row_type(keys: tuple[str, ...]) -> type[msgspec.Struct]:
+    """A result row with these keys, in this order (a Struct: built from the
+    columns without a Python frame per row, and encoded as a JSON object)."""
+    return msgspec.defstruct("ResultRow", [(key, Any) for key in keys])
+
+
 def results(ids: Sequence[str | None], out: dict[str, Any],
-            names: Sequence[str]) -> list[dict[str, Any]]:
-    """One JSON row per option: id, the `names` values, error (null when
-    solved).  A row with an error gets null values; so does a value that is
-    NaN or infinite (JSON has neither: a Greek infinite at its singular limit,
-    gamma at expiry at the money, is sent as null)."""
+            names: Sequence[str]) -> list[Any]:
+    """One JSON row per option (a Struct `response` encodes as an object):
+    id, the `names` values, error (null when solved).  A row with an error
+    gets null values; so does a value that is NaN or infinite (JSON has
+    neither: a Greek infinite at its singular limit, gamma at expiry at the
+    money, is sent as null)."""
     codes = out["error"]
+    if len(ids) != len(codes):
+        raise ValueError(f"{len(ids)} ids for {len(codes)} rows")
     failed = np.count_nonzero(codes) > 0
     values = []
     for name in names:
@@ -172,9 +180,7 @@ def results(ids: Sequence[str | None], out: dict[str, Any],
         for i in np.flatnonzero(codes).tolist():
             code = int(codes[i])
             errors[i] = {"code": code, "reason": gp.ERRORS[code]}
-    keys = ("id", *names, "error")
-    # dict(zip(keys, row)) per row without a Python frame per row (twice as fast)
-    return list(map(dict, map(zip, repeat(keys), zip(ids, *values, errors, strict=True))))
+    return list(map(_row_type(("id", *names, "error")), ids, *values, errors))
 
 
 def _all_finite(column: np.ndarray[Any, Any], listed: list[float]) -> bool:
@@ -185,7 +191,10 @@ def _all_finite(column: np.ndarray[Any, Any], listed: list[float]) -> bool:
 
 
 def response(payload: dict[str, Any]) -> Response:
-    """The answer, serialised once by orjson.  The routes' response models
-    document it in the OpenAPI schema; building and validating them per row
-    cost more than pricing a small request."""
-    return Response(orjson.dumps(payload), media_type=JSON)
+    """The answer, serialised once by msgspec (`results`' rows are Structs).
+    The routes' response models document it in the OpenAPI schema; building
+    and validating them per row cost more than pricing a small request."""
+    return Response(_ENCODER.encode(payload), media_type=JSON)
+
+
+_ENCODER = msgspec.json.Encoder()

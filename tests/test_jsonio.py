@@ -10,12 +10,14 @@ import math
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
+import gpu_pricer as gp
 from api import jsonio
 from api.schemas import ImpliedVolRequest, OptionIn, PriceRequest
 from bench.service import json_body
@@ -195,3 +197,27 @@ def test_constraints_without_a_translation_are_refused() -> None:
     for model in (Positive, Kept):
         with pytest.raises(TypeError):
             jsonio.fast_type(model)
+
+
+def test_answers_are_json_objects_in_row_order_with_nulls_for_what_json_lacks() -> None:
+    out = {
+        "price": np.array([1.5, np.nan, 2.0, 1e-300, 3.0]),
+        "gamma": np.array([0.1, np.nan, np.inf, -0.0, -np.inf]),
+        "error": np.array([0, 2, 0, 0, 0], dtype=np.int8),
+    }
+    ids = ["a", None, "c", "d", None]
+    rows = jsonio.results(ids, out, ["price", "gamma"])
+    body = json.loads(jsonio.response({"model": "bsm", "results": rows}).body)
+    assert body["model"] == "bsm"
+    assert [list(r) for r in body["results"]] == [["id", "price", "gamma", "error"]] * 5
+    assert body["results"] == [
+        {"id": "a", "price": 1.5, "gamma": 0.1, "error": None},
+        {"id": None, "price": None, "gamma": None,
+         "error": {"code": 2, "reason": gp.ERRORS[2]}},
+        {"id": "c", "price": 2.0, "gamma": None, "error": None},
+        {"id": "d", "price": 1e-300, "gamma": -0.0, "error": None},
+        {"id": None, "price": 3.0, "gamma": None, "error": None},
+    ]
+    assert math.copysign(1.0, body["results"][3]["gamma"]) == -1.0
+    with pytest.raises(ValueError, match="ids"):
+        jsonio.results(ids[:4], out, ["price"])
