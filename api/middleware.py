@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from . import metrics
 
@@ -177,7 +177,7 @@ class AccessLog:
             metrics.observe_request(endpoint, scope["method"], status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
-                self._write(orjson.dumps({
+                self._write(msgspec.json.encode({
                     "request_id": request_id, "key_id": state.get("key_id"),
                     "method": scope["method"], "endpoint": endpoint, "status": status,
                     "duration_ms": round(elapsed * 1e3, 3),
