@@ -22,7 +22,10 @@ connections); on a small machine the client and the server share the CPUs, and
 the output says so.  Each point: a warm-up run (excluded), then a timed run of
 ``--duration`` seconds; reported: requests/s, options/s, latency p50, p75, p90
 and p99 from wrk's ``--latency`` output, and every socket error and non-2xx
-response, which fail the run's checks.  Points are taken connection count by
+response, which fail the run's checks; for the service, also p50 and p99 of
+its own time for the same requests, from its access log (`app_latency`: the
+request's time in the app, without the wait before it and the transfer after
+it).  Points are taken connection count by
 connection count, the scenarios in an order rotated from one count to the next.
 
 Arrow: one request of 1,000,000 rows (``Content-Type:
@@ -229,6 +232,33 @@ def wrk_version(wrk: str) -> str:
                           check=False)
     line = (proc.stdout or proc.stderr).strip().splitlines()
     return line[0].split(" Copyright")[0].strip() if line else "unknown"
+
+
+def app_latency(log_path: Path, offset: int) -> dict[str, Any] | None:
+    """The service's own time for the POST /v1/price requests it answered 200
+    in the access lines written past byte `offset` of its log (each line's
+    duration_ms: from the request reaching the app to the end of its answer;
+    wrk's latency adds the wait before that, the transfer after it, and its
+    own turn on the shared CPUs): their count and p50/p90/p99 in ms.  None
+    where there are none (the ceiling writes no access lines)."""
+    with log_path.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", errors="replace")
+    durations = []
+    for line in text.splitlines():
+        if not line.startswith("{") or '"duration_ms"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (entry.get("endpoint") == "/v1/price" and entry.get("method") == "POST"
+                and entry.get("status") == 200):
+            durations.append(float(entry["duration_ms"]))
+    if not durations:
+        return None
+    p50, p90, p99 = np.percentile(durations, [50, 90, 99]).tolist()
+    return {"requests": len(durations), "p50": p50, "p90": p90, "p99": p99}
 
 
 def parse_wrk(text: str) -> dict[str, Any]:
@@ -746,8 +776,10 @@ def run(cfg: dict[str, Any], wrk: str, log: Log) -> dict[str, Any]:
                 warmup = run_wrk(wrk, url, conns, cfg["warmup_s"], script, body_files[scenario],
                                  JSON_TYPE, pids)
                 before = proc_usage(servers[key].pid)
+                offset = servers[key].log_path.stat().st_size
                 res = run_wrk(wrk, url, conns, cfg["duration_s"], script, body_files[scenario],
                               JSON_TYPE, pids)
+                res["app_latency_ms"] = app_latency(servers[key].log_path, offset)
                 res["server_cores"] = _cores(before, proc_usage(servers[key].pid),
                                              res["elapsed_s"])
                 n = SCENARIOS[scenario][0]
@@ -958,16 +990,18 @@ def _gone(pid: int) -> bool:
 
 def table(report: dict[str, Any]) -> str:
     lines = ["| request | server | connections | wrk threads | requests/s | options/s "
-             "| p50 ms | p75 ms | p90 ms | p99 ms | errors |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| p50 ms | p75 ms | p90 ms | p99 ms | errors | in the app: p50 ms | p99 ms |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     order = {key: i for i, key in enumerate(SERVERS)}
     for p in sorted(report["points"], key=lambda p: (list(SCENARIOS).index(p["scenario"]),
                                                     order[p["server"]], p["connections"])):
         lat = p["latency_ms"]
+        app = p.get("app_latency_ms")
+        inside = f"{app['p50']:.2f} | {app['p99']:.2f}" if app else "- | -"
         lines.append(f"| {SCENARIOS[p['scenario']][1]} | {SERVERS[p['server']]} "
                      f"| {p['connections']} | {p['wrk_threads']} | {p['requests_per_s']:,.1f} "
                      f"| {p['options_per_s']:,.0f} | {lat['p50']:.2f} | {lat['p75']:.2f} "
-                     f"| {lat['p90']:.2f} | {lat['p99']:.2f} | {p['errors']} |")
+                     f"| {lat['p90']:.2f} | {lat['p99']:.2f} | {p['errors']} | {inside} |")
     return "\n".join(lines)
 
 

@@ -147,6 +147,11 @@ def test_service_bench_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         lat = p["latency_ms"]
         assert 0 < lat["p50"] <= lat["p75"] <= lat["p90"] <= lat["p99"], name
         assert p["wrk_threads"] == min(service.WRK_THREADS, p["connections"])
+        app = p["app_latency_ms"]
+        if p["server"] == "ceiling":
+            assert app is None  # it writes no access lines
+        else:
+            assert app["requests"] > 0 and 0 < app["p50"] <= app["p90"] <= app["p99"], name
     delays = {k: data["servers"][k]["info"]["batcher"]["max_delay_us"]
               for k in ("coalescing-on", "coalescing-off")}
     assert delays["coalescing-on"] > 0 and delays["coalescing-off"] == 0
@@ -221,3 +226,25 @@ def test_ceiling_transfer_reads_the_body_and_answers_the_bytes_asked_for() -> No
         bad = client.post(ceiling_app.TRANSFER_PATH, content=b"",
                           headers={ceiling_app.ANSWER_BYTES_HEADER: "-1"})
         assert bad.status_code == 422
+
+
+def test_app_latency_reads_the_services_own_answers_past_an_offset(tmp_path: Path) -> None:
+    log = tmp_path / "svc.log"
+    old = '{"method": "POST", "endpoint": "/v1/price", "status": 200, "duration_ms": 900.0}\n'
+    lines = [
+        'INFO:     Uvicorn running on http://127.0.0.1:1234',
+        *[json.dumps({"request_id": str(i), "method": "POST", "endpoint": "/v1/price",
+                      "status": 200, "duration_ms": float(i)}) for i in range(1, 101)],
+        json.dumps({"method": "POST", "endpoint": "/v1/price", "status": 503,
+                    "duration_ms": 5000.0}),
+        json.dumps({"method": "GET", "endpoint": "/healthz", "status": 200,
+                    "duration_ms": 7000.0}),
+        '{"truncated": ',
+    ]
+    log.write_text(old + "\n".join(lines) + "\n")
+    got = service.app_latency(log, len(old))
+    assert got is not None
+    assert got["requests"] == 100
+    assert got["p50"] == pytest.approx(50.5) and got["p99"] == pytest.approx(99.01)
+    assert got["p50"] <= got["p90"] <= got["p99"]
+    assert service.app_latency(log, log.stat().st_size) is None
