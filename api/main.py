@@ -283,6 +283,11 @@ async def _json_route(request: Request, model: type[PriceRequest | ImpliedVolReq
     return jsonio.response(answer)
 
 
+#: The JSON bodies' fast decoders, built at import: a field of the models that
+#: msgspec cannot check as pydantic does fails here, not at the first request.
+for _body in (PriceRequest, ImpliedVolRequest):
+    jsonio.decoder(_body)
+
 #: The JSON forms of the two pricing routes take the short path (`api.lean`).
 app.lean_post("/v1/price", price, response_model=PriceResponse, body_model=PriceRequest,
               doc=openapi.PRICE_DOC)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
@@ -194,9 +194,28 @@ def test_constraints_without_a_translation_are_refused() -> None:
     class Kept(BaseModel, extra="allow"):
         x: float
 
-    for model in (Positive, Kept):
+    class Nested(BaseModel):
+        x: Kept | None = None
+
+    class Deeper(BaseModel):
+        x: dict[str, Kept]
+
+    for model in (Positive, Kept, Nested):
         with pytest.raises(TypeError):
             jsonio.fast_type(model)
+    with pytest.raises(TypeError):  # msgspec's own refusal, when the decoder is built
+        jsonio.decoder(Deeper)
+
+
+def test_every_spelling_the_model_accepts_is_a_call_or_a_put() -> None:
+    calls = {"call", "c", "CALL", "C", "Call"}
+    spellings = set(get_args(OptionIn.model_fields["option_type"].annotation))
+    assert calls < spellings
+    for word in spellings:
+        body = json.dumps({"options": [{"option_type": word, "spot": 100, "strike": 95,
+                                        "t": 0.5, "sigma": 0.2}]}).encode()
+        cols = jsonio.columns(jsonio.parse(PriceRequest, body), "sigma")
+        assert cols["option_type"].tolist() == [word in calls], word
 
 
 def test_answers_are_json_objects_in_row_order_with_nulls_for_what_json_lacks() -> None:
