@@ -166,9 +166,19 @@ def test_well_formed_bodies_take_the_fast_path(n: int) -> None:
     assert _values(parsed) == _values(PriceRequest.model_validate_json(body))
     data = json.loads(body)
     data["options"][-1]["strike"] = str(data["options"][-1]["strike"])  # lax: the model's
-    parsed = jsonio.parse(PriceRequest, json.dumps(data).encode())
-    assert isinstance(parsed, PriceRequest)
-    assert _values(parsed) == _values(PriceRequest.model_validate_json(body))
+    lax = jsonio.parse(PriceRequest, json.dumps(data).encode())
+    assert isinstance(lax, PriceRequest)
+    assert _values(lax) == _values(parsed)
+    # both kinds of parsed body give the same columns and answers
+    fast_cols, lax_cols = jsonio.columns(parsed, "sigma"), jsonio.columns(lax, "sigma")
+    assert fast_cols.keys() == lax_cols.keys()
+    for name, column in fast_cols.items():
+        assert column.dtype == lax_cols[name].dtype and np.array_equal(column, lax_cols[name])
+    out = gp.price(model="bsm", greeks=["delta"], backend="numpy", **fast_cols)
+    answers = [jsonio.response({"results": jsonio.results([o.id for o in p.options], out,
+                                                          ["price", "delta"])}).body
+               for p in (parsed, lax)]
+    assert answers[0] == answers[1]
 
 
 @pytest.mark.parametrize("model", [*MODELS, OptionIn], ids=lambda m: m.__name__)
