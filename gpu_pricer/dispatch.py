@@ -185,7 +185,7 @@ def run_numpy(req: Request, out: Any, err: Any, xp: Any = np) -> None:
             e, vol = reference_iv.implied_vol(xp, req.model, ins[0], *vals)
             values: tuple[Any, ...] = (vol,)
         else:
-            e, values = reference.evaluate(xp, req.model, ins[0], *vals)
+            e, values = reference.evaluate(xp, req.model, ins[0], *vals, size=req.size)
         to_host = xp is not np and isinstance(out, np.ndarray)
         err[lo:hi] = xp.asnumpy(e) if to_host else e
         for c in req.codes:

@@ -167,9 +167,12 @@ def lognormal(
     r: Array,
     carry: Array,
     forward_rho: bool,
+    size: int = f.N_VALUES,
 ) -> tuple[Array, ...]:
-    """Price and all Greeks of generalised Black-Scholes, in the order of
-    `gpu_pricer.kernels.formulas` (PRICE, DELTA, ..., VETA)."""
+    """Price and Greeks of generalised Black-Scholes, in the order of
+    `gpu_pricer.kernels.formulas` (PRICE, DELTA, ..., VETA): the first `size`
+    of them (1: the price; 7: and the first-order Greeks; 14: all), the
+    others not computed."""
     with _quiet(xp):
         q = r - carry
         dr = xp.exp(-r * t)
@@ -182,6 +185,8 @@ def lognormal(
         # intrinsic value of the discounted forward, exact at t = 0, plus time value
         intrinsic = xp.where(itm, w * (und * dq - k * dr), 0.0)
         price = intrinsic + scale * black_otm(xp, -xp.abs(x), s)
+        if size <= f.DELTA:
+            return (price,)
         pos = s > 0.0
         atm = ~pos & (x == 0.0)
         s_safe = xp.where(pos, s, 1.0)
@@ -199,25 +204,17 @@ def lognormal(
         else:
             rho = w * k * t * dr * nd2
             drho = -w * und * t * dq * nd1
-        charm = q * delta
         zero = xp.zeros_like(price)
         reg = pos & (n1 > 0.0)
         sig = xp.where(reg, sigma, 1.0)
         tt = xp.where(reg, t, 1.0)
         gamma_r = dq * n1 / (und * s_safe)
         vega_r = und * dq * n1 * sqt
-        dd1 = carry / s_safe - 0.5 * d2 / tt
         gamma = xp.where(reg, gamma_r, zero)
         vega = xp.where(reg, vega_r, zero)
         theta = theta - xp.where(reg, 0.5 * und * dq * n1 * sig / xp.where(reg, sqt, 1.0), 0.0)
-        vanna = xp.where(reg, -dq * n1 * d2 / sig, zero)
-        volga = xp.where(reg, vega_r * d1 * d2 / sig, zero)
-        charm = charm - xp.where(reg, dq * n1 * dd1, 0.0)
-        speed = xp.where(reg, -gamma_r / und * (d1 / s_safe + 1.0), zero)
-        zomma = xp.where(reg, gamma_r * (d1 * d2 - 1.0) / sig, zero)
-        color = xp.where(reg, gamma_r * (q + 0.5 / tt + d1 * dd1), zero)
-        veta = xp.where(reg, vega_r * (q - 0.5 / tt + d1 * dd1), zero)
-        if bool(atm.any()):
+        any_atm = bool(atm.any())
+        if any_atm:
             # One-sided limits at sigma*sqrt(t) = 0 at the money.
             t0 = t == 0.0
             gamma = xp.where(atm, xp.inf, gamma)
@@ -226,6 +223,19 @@ def lognormal(
                 t0, _signed_inf(xp, 0.5 * und * dq * n1 * sigma), 0.5 * und * dq * n1 * sigma / sqt
             )
             theta = theta - xp.where(atm, theta_sing, 0.0)
+        first = (price, delta, gamma, vega, theta, rho, drho)
+        if size <= f.VANNA:
+            return first
+        charm = q * delta
+        dd1 = carry / s_safe - 0.5 * d2 / tt
+        vanna = xp.where(reg, -dq * n1 * d2 / sig, zero)
+        volga = xp.where(reg, vega_r * d1 * d2 / sig, zero)
+        charm = charm - xp.where(reg, dq * n1 * dd1, 0.0)
+        speed = xp.where(reg, -gamma_r / und * (d1 / s_safe + 1.0), zero)
+        zomma = xp.where(reg, gamma_r * (d1 * d2 - 1.0) / sig, zero)
+        color = xp.where(reg, gamma_r * (q + 0.5 / tt + d1 * dd1), zero)
+        veta = xp.where(reg, vega_r * (q - 0.5 / tt + d1 * dd1), zero)
+        if any_atm:
             vanna = xp.where(atm, 0.5 * dq * n1 * sqt, vanna)
             sig_pos = sigma > 0.0
             dd1_a = xp.where(
@@ -248,15 +258,16 @@ def lognormal(
             veta = xp.where(
                 atm, xp.where(t0, -xp.inf, vega_r * (q - 0.5 / t_safe + d1_dd1)), veta
             )
-    return (price, delta, gamma, vega, theta, rho, drho, vanna, volga, charm, speed, zomma,
-            color, veta)
+    return (*first, vanna, volga, charm, speed, zomma, color, veta)
 
 
 def bachelier(
-    xp: ModuleType, w: Array, fwd: Array, k: Array, t: Array, sigma: Array, r: Array
+    xp: ModuleType, w: Array, fwd: Array, k: Array, t: Array, sigma: Array, r: Array,
+    size: int = f.N_VALUES,
 ) -> tuple[Array, ...]:
-    """Price and all Greeks of the normal model on a forward (forward fixed
-    for theta and rho), in the order of `gpu_pricer.kernels.formulas`."""
+    """Price and Greeks of the normal model on a forward (forward fixed for
+    theta and rho), in the order of `gpu_pricer.kernels.formulas`: the first
+    `size` of them, as `lognormal`."""
     with _quiet(xp):
         dr = xp.exp(-r * t)
         sqt = xp.sqrt(t)
@@ -269,12 +280,13 @@ def bachelier(
         s_safe = xp.where(pos, s, 1.0)
         d = xp.where(pos, m / s_safe, 0.0)
         price = dr * (intrinsic + xp.where(pos, s, 0.0) * bachelier_otm(xp, -xp.abs(d)))
+        if size <= f.DELTA:
+            return (price,)
         n = xp.where(pos, norm_pdf(xp, d), xp.where(atm, INV_SQRT_2PI, 0.0))
         nd = xp.where(pos, norm_cdf(xp, w * d), xp.where(atm, 0.5, xp.where(itm, 1.0, 0.0)))
         delta = w * dr * nd
         theta = r * price
         rho = -t * price
-        charm = r * delta
         zero = xp.zeros_like(price)
         reg = pos & (n > 0.0)
         sig = xp.where(reg, sigma, 1.0)
@@ -284,14 +296,8 @@ def bachelier(
         gamma = xp.where(reg, gamma_r, zero)
         vega = xp.where(reg, vega_r, zero)
         theta = theta - xp.where(reg, 0.5 * dr * n * sig / xp.where(reg, sqt, 1.0), 0.0)
-        vanna = xp.where(reg, -dr * n * d / sig, zero)
-        volga = xp.where(reg, vega_r * d * d / sig, zero)
-        speed = xp.where(reg, -gamma_r * d / s_safe, zero)
-        zomma = xp.where(reg, gamma_r * (d * d - 1.0) / sig, zero)
-        charm = charm + xp.where(reg, 0.5 * dr * n * d / tt, 0.0)
-        color = xp.where(reg, r * gamma_r - 0.5 * gamma_r * (d * d - 1.0) / tt, zero)
-        veta = xp.where(reg, r * vega_r - 0.5 * vega_r * (1.0 + d * d) / tt, zero)
-        if bool(atm.any()):
+        any_atm = bool(atm.any())
+        if any_atm:
             t0 = t == 0.0
             t_safe = xp.where(t0, 1.0, t)
             gamma = xp.where(atm, xp.inf, gamma)
@@ -300,12 +306,22 @@ def bachelier(
                 t0, _signed_inf(xp, 0.5 * dr * n * sigma), 0.5 * dr * n * sigma / sqt
             )
             theta = theta - xp.where(atm, theta_sing, 0.0)
+        first = (price, delta, gamma, vega, theta, rho, xp.full_like(price, xp.nan))
+        if size <= f.VANNA:
+            return first
+        charm = r * delta
+        vanna = xp.where(reg, -dr * n * d / sig, zero)
+        volga = xp.where(reg, vega_r * d * d / sig, zero)
+        speed = xp.where(reg, -gamma_r * d / s_safe, zero)
+        zomma = xp.where(reg, gamma_r * (d * d - 1.0) / sig, zero)
+        charm = charm + xp.where(reg, 0.5 * dr * n * d / tt, 0.0)
+        color = xp.where(reg, r * gamma_r - 0.5 * gamma_r * (d * d - 1.0) / tt, zero)
+        veta = xp.where(reg, r * vega_r - 0.5 * vega_r * (1.0 + d * d) / tt, zero)
+        if any_atm:
             zomma = xp.where(atm, -xp.inf, zomma)
             color = xp.where(atm, xp.where(t0, xp.inf, _signed_inf(xp, r + 0.5 / t_safe)), color)
             veta = xp.where(atm, xp.where(t0, -xp.inf, vega_r * (r - 0.5 / t_safe)), veta)
-    nan = xp.full_like(price, xp.nan)
-    return (price, delta, gamma, vega, theta, rho, nan, vanna, volga, charm, speed, zomma,
-            color, veta)
+    return (*first, vanna, volga, charm, speed, zomma, color, veta)
 
 
 def check(
@@ -332,10 +348,11 @@ def check(
 
 def evaluate(
     xp: ModuleType, model: int, otype: Array, und: Array, k: Array, t: Array, sigma: Array,
-    r: Array, q: Array,
+    r: Array, q: Array, *, size: int = f.N_VALUES,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """(error codes, values) for 1-d float64 arrays of one length; rows with
-    a non-zero code are NaN in every value."""
+    """(error codes, values) for 1-d float64 arrays of one length: the first
+    `size` values (the kernels' tiers: 1, 7 or all 14), the others not
+    computed; rows with a non-zero code are NaN in every value."""
     err = check(xp, model, otype, und, k, t, sigma, r, q)
     bad = err != 0
     one = xp.ones_like(und)
@@ -348,11 +365,11 @@ def evaluate(
     q_s = xp.where(bad, 0.0, q)
     w = xp.where(otype == 1, 1.0, -1.0)
     if model == f.BSM:
-        vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, r_s - q_s, False)
+        vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, r_s - q_s, False, size)
     elif model == f.BLACK76:
-        vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, 0.0 * r_s, True)
+        vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, 0.0 * r_s, True, size)
     else:
-        vals = bachelier(xp, w, und_s, k_s, t_s, sig_s, r_s)
+        vals = bachelier(xp, w, und_s, k_s, t_s, sig_s, r_s, size)
     overflow = ~bad & ~xp.isfinite(vals[f.PRICE])
     err[overflow] = f.OVERFLOW
     bad = bad | overflow

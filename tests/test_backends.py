@@ -140,6 +140,24 @@ def test_chunked_reference_matches_unchunked(monkeypatch: pytest.MonkeyPatch) ->
         np.testing.assert_array_equal(chunked[name], whole[name])
 
 
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_reference_tiers_are_the_first_values_of_all(model: str) -> None:
+    """The reference computes only the outputs of the tier asked for (the
+    price; with the first-order Greeks; all), each bitwise what computing all
+    of them gives, limits (t = 0, sigma = 0, at the money) and bad rows included."""
+    book = _book_with_bad_rows(3000, seed=8)
+    book["strike"][::7] = book["spot"][::7]  # at the money, with t = 0 and sigma = 0 rows
+    kw = model_kwargs(model, book)  # greeks="all"
+    whole = gp.price(model=model, backend="numpy", **kw)
+    assert np.isinf(whole["gamma"]).any()  # the at-the-money limits are in the book
+    for greeks in ((), ["delta", "gamma", "vega", "theta", "rho"]):
+        tier = gp.price(model=model, backend="numpy", **{**kw, "greeks": greeks})
+        assert tier.keys() == {"price", "error", *greeks}
+        for name, values in tier.items():
+            np.testing.assert_array_equal(values, whole[name], err_msg=name)
+            assert (np.signbit(values) == np.signbit(whole[name])).all(), name
+
+
 @pytest.mark.skipif(SIMULATED, reason="CPU kernels only")
 def test_small_calls_run_on_the_calling_thread_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Below SERIAL_ROWS the Numba kernel runs with one thread (no wake-up of
