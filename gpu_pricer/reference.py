@@ -355,14 +355,18 @@ def evaluate(
     computed; rows with a non-zero code are NaN in every value."""
     err = check(xp, model, otype, und, k, t, sigma, r, q)
     bad = err != 0
-    one = xp.ones_like(und)
-    # Put harmless values in bad rows so no warning or branch sees them.
-    und_s = xp.where(bad, one, und)
-    k_s = xp.where(bad, one, k)
-    t_s = xp.where(bad, one, t)
-    sig_s = xp.where(bad, 0.2 * one, sigma)
-    r_s = xp.where(bad, 0.0, r)
-    q_s = xp.where(bad, 0.0, q)
+    any_bad = bool(bad.any())
+    if any_bad:
+        # Put harmless values in bad rows so no warning or branch sees them.
+        one = xp.ones_like(und)
+        und_s = xp.where(bad, one, und)
+        k_s = xp.where(bad, one, k)
+        t_s = xp.where(bad, one, t)
+        sig_s = xp.where(bad, 0.2 * one, sigma)
+        r_s = xp.where(bad, 0.0, r)
+        q_s = xp.where(bad, 0.0, q)
+    else:  # a clean chunk (the usual one): six passes and their arrays saved
+        und_s, k_s, t_s, sig_s, r_s, q_s = und, k, t, sigma, r, q
     w = xp.where(otype == 1, 1.0, -1.0)
     if model == f.BSM:
         vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, r_s - q_s, False, size)
@@ -371,6 +375,8 @@ def evaluate(
     else:
         vals = bachelier(xp, w, und_s, k_s, t_s, sig_s, r_s, size)
     overflow = ~bad & ~xp.isfinite(vals[f.PRICE])
-    err[overflow] = f.OVERFLOW
-    bad = bad | overflow
-    return err, tuple(xp.where(bad, xp.nan, v) for v in vals)
+    if any_bad or bool(overflow.any()):
+        err[overflow] = f.OVERFLOW
+        bad = bad | overflow
+        vals = tuple(xp.where(bad, xp.nan, v) for v in vals)
+    return err, vals
