@@ -179,7 +179,12 @@ def lognormal(
         dq = xp.exp(-q * t)
         sqt = xp.sqrt(t)
         s = sigma * sqt
-        x = xp.log(und / k) + carry * t
+        ratio = und / k
+        x = xp.log(ratio)
+        wide = (ratio < f.NORMAL_MIN) | (ratio > f.NORMAL_MAX)
+        if bool(wide.any()):  # ln(und/k) past the double range: ln und - ln k there
+            x = xp.where(wide, xp.log(und) - xp.log(k), x)
+        x = x + carry * t
         scale = xp.sqrt(und) * xp.sqrt(k) * xp.exp(-0.5 * (r + q) * t)
         itm = w * x > 0.0
         # intrinsic value of the discounted forward, exact at t = 0, plus time value

@@ -200,3 +200,29 @@ def test_small_calls_run_on_the_calling_thread_alone(monkeypatch: pytest.MonkeyP
         gp.price(model="bsm", option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2,
                  backend="numba")
     assert numba.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76"])
+@pytest.mark.parametrize("r", [0.0, 0.03])
+def test_moneyness_past_the_double_range_is_priced(model: str, r: float) -> None:
+    """und/k of 1e600 or 1e-600 (past the double range, so ln(und/k) is taken
+    as ln und - ln k): deep in the money, the discounted intrinsic value and a
+    delta of +-1 (times the forward's discount for black76); deep out, 0.  The
+    row kernel once gave such a row a NaN delta with no error code."""
+    und = np.array([1e300, 1e-300, 1e300, 1e-300])
+    k = np.array([1e-300, 1e300, 1e-300, 1e300])
+    call = np.array([True, False, False, True])
+    dr = np.exp(-r)
+    kw = {"spot" if model == "bsm" else "forward": und}
+    got = {b: gp.price(model=model, option_type=call, strike=k, t=1.0, sigma=0.2, r=r,
+                       greeks=["delta", "gamma", "vega", "theta", "rho"], backend=b, **kw)
+           for b in ("numpy", "numba")}
+    carry = 1.0 if model == "bsm" else dr  # the underlying's discount factor
+    for out in got.values():
+        assert (out["error"] == 0).all()
+        for name in ("price", "delta", "gamma", "vega", "theta", "rho"):
+            assert np.isfinite(out[name]).all(), name
+        np.testing.assert_allclose(out["price"], [1e300 * carry, 1e300 * dr, 0.0, 0.0],
+                                   rtol=1e-15)
+        np.testing.assert_allclose(out["delta"], [carry, -carry, 0.0, 0.0], rtol=1e-15)
+    assert_agree(got["numpy"], got["numba"], rtol=1e-12)

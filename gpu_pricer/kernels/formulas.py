@@ -105,6 +105,8 @@ GAUSS_ZERO = 1491.0
 #: e^{-(h^2+t^2)/2} below this (near subnormal), the asymptotic branch takes
 #: n(h +- t) from h +- t directly rather than as its product with e^{-+ht}.
 DENSITY_TINY = 1e-290
+#: The least and the greatest normal double.
+NORMAL_MIN, NORMAL_MAX = 2.2250738585072014e-308, 1.7976931348623157e308
 
 # 1/(k+1) for the series loop (multiplications, not divisions, on the hot path).
 _INV_NEXT = np.array([1.0 / (k + 1) for k in range(64)])
@@ -337,6 +339,16 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
               nan)
 
     @jit
+    def log_ratio(a: float, b: float) -> float:
+        """ln(a/b) for a, b > 0: from the quotient where it is a normal number,
+        else as ln a - ln b (a quotient past the double range, 1e300/1e-300,
+        would give an infinite log and NaN Greeks)."""
+        ratio = a / b
+        if NORMAL_MIN <= ratio <= NORMAL_MAX:
+            return math.log(ratio)
+        return math.log(a) - math.log(b)
+
+    @jit
     def rate(num: float, den: float) -> float:
         """num/den for den >= 0, with the limits 0 (num == 0) and +-inf (den == 0)."""
         if num == 0.0:
@@ -353,7 +365,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         spot (bsm, cost of carry r - q) or the forward (black76, carry 0 so
         q = r); `w` is +1 for a call, -1 for a put.  Units: see gpu_pricer.price."""
         q = r - carry
-        x = math.log(und / k) + carry * t
+        x = log_ratio(und, k) + carry * t
         dr = math.exp(-r * t)
         dq = math.exp(-q * t)
         sqt = math.sqrt(t)
@@ -371,10 +383,14 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
             n1 = norm_pdf(d1)
             price = w * (und * dq * nd1 - k * dr * nd2)
         else:
-            # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp)
+            # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp),
+            # or from x where their quotient is past the double range
             ratio = (und * dq) / (k * dr)
-            b, pa, pb, n_a, e = black_parts(ax, h, s,
-                                            math.sqrt(ratio if x > 0.0 else 1.0 / ratio))
+            if NORMAL_MIN <= ratio <= NORMAL_MAX:
+                e_half = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
+            else:
+                e_half = math.exp(0.5 * ax)
+            b, pa, pb, n_a, e = black_parts(ax, h, s, e_half)
             # x <= 0: d1 = h + t, d2 = h - t;  x > 0: d1 = -(h - t), d2 = -(h + t)
             intrinsic = w * (und * dq - k * dr) if w * x > 0.0 else 0.0
             if x > 0.0:
