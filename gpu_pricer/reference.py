@@ -351,6 +351,20 @@ def check(
     return err
 
 
+def sanitise(xp: ModuleType, bad: Array | None, und: Array, k: Array, t: Array, value: Array,
+             safe_value: float, r: Array, q: Array) -> tuple[Array, ...]:
+    """The six inputs with harmless values in the `bad` rows (1 for und, k
+    and t, `safe_value` for the fourth, 0 for the rates), so that no warning
+    or branch sees them; the inputs themselves when `bad` is None (no bad
+    row: the usual chunk, six passes and their arrays saved)."""
+    if bad is None:
+        return und, k, t, value, r, q
+    one = xp.ones_like(und)
+    return (xp.where(bad, one, und), xp.where(bad, one, k), xp.where(bad, one, t),
+            xp.where(bad, safe_value * one, value), xp.where(bad, 0.0, r),
+            xp.where(bad, 0.0, q))
+
+
 def evaluate(
     xp: ModuleType, model: int, otype: Array, und: Array, k: Array, t: Array, sigma: Array,
     r: Array, q: Array, *, size: int = f.N_VALUES,
@@ -361,17 +375,8 @@ def evaluate(
     err = check(xp, model, otype, und, k, t, sigma, r, q)
     bad = err != 0
     any_bad = bool(bad.any())
-    if any_bad:
-        # Put harmless values in bad rows so no warning or branch sees them.
-        one = xp.ones_like(und)
-        und_s = xp.where(bad, one, und)
-        k_s = xp.where(bad, one, k)
-        t_s = xp.where(bad, one, t)
-        sig_s = xp.where(bad, 0.2 * one, sigma)
-        r_s = xp.where(bad, 0.0, r)
-        q_s = xp.where(bad, 0.0, q)
-    else:  # a clean chunk (the usual one): six passes and their arrays saved
-        und_s, k_s, t_s, sig_s, r_s, q_s = und, k, t, sigma, r, q
+    und_s, k_s, t_s, sig_s, r_s, q_s = sanitise(xp, bad if any_bad else None, und, k, t,
+                                                sigma, 0.2, r, q)
     w = xp.where(otype == 1, 1.0, -1.0)
     if model == f.BSM:
         vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, r_s - q_s, False, size)

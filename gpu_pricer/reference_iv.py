@@ -233,13 +233,8 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
     """(error codes, implied vols) for 1-d float64 arrays of one length."""
     err = check(xp, model, otype, und, strike, t, price, r, q)
     bad = err != 0
-    one = xp.ones_like(und)
-    und = xp.where(bad, one, und)
-    strike = xp.where(bad, one, strike)
-    t = xp.where(bad, one, t)
-    price = xp.where(bad, 0.1 * one, price)
-    r = xp.where(bad, 0.0, r)
-    q = xp.where(bad, 0.0, q)
+    und, strike, t, price, r, q = ref.sanitise(xp, bad if bool(bad.any()) else None, und,
+                                               strike, t, price, 0.1, r, q)
     w = xp.where(otype == 1, 1.0, -1.0)
     with ref._quiet(xp):
         dr = xp.exp(-r * t)
