@@ -98,6 +98,19 @@ def _rates(model: str, book: dict[str, Any]) -> tuple[Any, Any]:
     return book["q"], book["r"] - book["q"]
 
 
+def _row_and_vector(req: Any) -> tuple[Any, Any, Any, Any]:
+    """(values, codes) of the row kernel, then of the vectorised kernel, for a
+    request of float64 columns."""
+    ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
+    rows, vec = np.empty((req.size, req.n)), np.empty((req.size, req.n))
+    err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
+    cpu.kernel(req.model, req.size)(*ins, req.steps, rows, err_rows)
+    kern = cpu.vector_kernel(req.model, req.size)
+    assert kern is not None
+    kern(*ins, req.steps, vec, err_vec)
+    return rows, err_rows, vec, err_vec
+
+
 def _higher_order_scales(model: str, book: dict[str, Any],
                          rows: np.ndarray[Any, Any]) -> Any:
     """Each higher-order Greek's size of terms, row by row, from the row
@@ -136,16 +149,9 @@ def test_vector_kernel_matches_the_row_kernel(model: str, greeks: tuple[str, ...
                             forward=book["spot"], q=0.0, **kw)
     else:
         req = build_request(model=model, greeks=greeks, dtype="float64", forward=None, **book)
-    ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
     # whole columns (broadcast inputs: test_vector_kernel_broadcasts), black76's q aside
     assert req.steps[:6].all() and req.steps[6] == (model == "bsm")
-    rows = np.empty((req.size, req.n))
-    vec = np.empty((req.size, req.n))
-    err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
-    cpu.kernel(req.model, req.size)(*ins, req.steps, rows, err_rows)
-    kern = cpu.vector_kernel(req.model, req.size)
-    assert kern is not None
-    kern(*ins, req.steps, vec, err_vec)
+    rows, err_rows, vec, err_vec = _row_and_vector(req)
 
     np.testing.assert_array_equal(err_vec, err_rows)
     assert (err_rows != 0).sum() > 100  # the bad rows are there
@@ -240,13 +246,7 @@ def test_bachelier_vector_kernel_matches_the_row_kernel(greeks: tuple[str, ...] 
     book = _normal_book(20_000, np.random.default_rng(13))
     req = build_request(model="bachelier", greeks=greeks, dtype="float64", spot=None, q=0.0,
                         **book)
-    ins = [dispatch._readonly(a) for a in (req.otype, *req.values)]
-    rows, vec = np.empty((req.size, req.n)), np.empty((req.size, req.n))
-    err_rows, err_vec = np.empty(req.n, np.int8), np.empty(req.n, np.int8)
-    cpu.kernel(req.model, req.size)(*ins, req.steps, rows, err_rows)
-    kern = cpu.vector_kernel(req.model, req.size)
-    assert kern is not None
-    kern(*ins, req.steps, vec, err_vec)
+    rows, err_rows, vec, err_vec = _row_and_vector(req)
     np.testing.assert_array_equal(err_vec, err_rows)
     assert (err_rows != 0).sum() > 500
     np.testing.assert_array_equal(np.isnan(vec), np.isnan(rows))

@@ -227,6 +227,27 @@ def load_block(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q:
         ws[j] = 1.0 if ots[j] == 1 else -1.0
 
 
+@cache
+def row_pass(row: Callable[..., int]) -> Any:
+    """The last loop of both kernels' blocks over the given (compiled) row
+    function: every row of the block OK, then each row the vector loops left
+    (region ROW: a bad row, a limit, a far tail) priced by the row function,
+    which writes its values and returns its code.  Cached per row function."""
+    ok = formulas.OK
+
+    @_loop
+    def rest(m: int, lo: int, size: int, region: Any, ots: Any, us: Any, ks: Any, ts: Any,
+             sgs: Any, rs: Any, qs: Any, out: Any, err: Any) -> None:  # pragma: no cover
+        for j in range(m):
+            err[lo + j] = ok
+        for j in range(m):
+            if region[j] == ROW:
+                i = lo + j
+                err[i] = row(out, i, size, ots[j], us[j], ks[j], ts[j], sgs[j], rs[j], qs[j])
+
+    return rest
+
+
 class RegionLoops(NamedTuple):
     """N(d1), N(d2), n(d1) and the price of one region's rows (the same for
     every model and tier: built once per table function)."""
@@ -438,7 +459,7 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
     and seconds of compile time per tier.)"""
     textbook_rows, series_rows = region_loops(rho1, gauss_small, taylor_terms)
     prelude, first_order, second_order = model_loops(forward)
-    ok = formulas.OK
+    rest = row_pass(row)
     first, higher = formulas.DELTA, formulas.VANNA
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -508,12 +529,7 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
                 second_order(m, ws, us, ts, sgs, rs, qs, xs, vol, dqs, nd1s, n1s,
                              out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
                              out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
-            err[lo:hi] = ok
-            for j in range(m):
-                if region[j] == ROW:
-                    i = lo + j
-                    err[i] = row(out, i, size, ots[j], us[j], ks[j], ts[j], sgs[j], rs[j],
-                                 qs[j])
+            rest(m, lo, size, region, ots, us, ks, ts, sgs, rs, qs, out, err)
 
     return run
 
@@ -622,7 +638,7 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
     row is priced by the loops, or by the row function `row` when it is
     bad, at a limit (s = 0) or in the far tail, |d| > MAX_Z)."""
     prelude, prices, first_order, second_order = normal_loops(rho1)
-    ok = formulas.OK
+    rest = row_pass(row)
     first, higher = formulas.DELTA, formulas.VANNA
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -654,11 +670,6 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
                 second_order(m, ws, ts, sgs, rs, ds, vol, drs, nds, ns, out[7, lo:hi],
                              out[8, lo:hi], out[9, lo:hi], out[10, lo:hi], out[11, lo:hi],
                              out[12, lo:hi], out[13, lo:hi])
-            err[lo:hi] = ok
-            for j in range(m):
-                if region[j] == ROW:
-                    i = lo + j
-                    err[i] = row(out, i, size, ots[j], fs[j], ks[j], ts[j], sgs[j], rs[j],
-                                 qs[j])
+            rest(m, lo, size, region, ots, fs, ks, ts, sgs, rs, qs, out, err)
 
     return run
