@@ -169,8 +169,9 @@ def build(vncdf_n: Callable[..., Any]) -> Any:
 def load(src: Any, lo: int, step: int, m: int, dst: Any) -> None:  # pragma: no cover - compiled
     """dst[:m] = an input's rows lo..lo+m-1 (step 1), or its one value (step 0)."""
     if step == 1:
+        rows = src[lo:lo + m]  # indexed from 0 by the loop: no wraparound test
         for j in range(m):
-            dst[j] = src[lo + j]
+            dst[j] = rows[j]
     else:
         value = src[0]
         for j in range(m):
@@ -238,8 +239,9 @@ def row_pass(row: Callable[..., int]) -> Any:
     @_loop
     def rest(m: int, lo: int, size: int, region: Any, ots: Any, us: Any, ks: Any, ts: Any,
              sgs: Any, rs: Any, qs: Any, out: Any, err: Any) -> None:  # pragma: no cover
+        errs = err[lo:lo + m]  # indexed from 0 by the loop: no wraparound test
         for j in range(m):
-            err[lo + j] = ok
+            errs[j] = ok
         for j in range(m):
             if region[j] == ROW:
                 i = lo + j
@@ -482,7 +484,7 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
             c_nd1, c_nd2, c_n1, c_price = f[22], f[23], f[24], f[25]
             ots = np.empty(m, np.int8)
             region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
-            picked = np.empty(m, np.int64)
+            picked = np.empty(m, np.uint64)  # unsigned: no wraparound test
             load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, us, ks, ts, sgs,
                        rs, qs, ws)
             prelude(m, ots, us, ks, ts, sgs, rs, qs, xs, vol, dqs, drs, region)
