@@ -39,7 +39,10 @@ ERRORS: dict[int, str] = {
     ErrorCode.NON_POSITIVE_UNDERLYING: "spot or forward <= 0 (bsm and black76)",
     ErrorCode.NON_POSITIVE_STRIKE: "strike <= 0 (bsm and black76)",
     ErrorCode.INVALID_OPTION_TYPE: "option_type is not call/put/c/p",
-    ErrorCode.RESULT_NOT_FINITE: "the price overflows float64 (inputs too large)",
+    ErrorCode.RESULT_NOT_FINITE: (
+        "the price overflows float64, or a value would be NaN (an intermediate past the "
+        "double range: inputs too large); a Greek past the double range is +-inf, not an error"
+    ),
     ErrorCode.NON_POSITIVE_PRICE: "price <= 0 (implied_vol)",
     ErrorCode.PRICE_BELOW_INTRINSIC: (
         "price below the discounted intrinsic value by more than its rounding (implied_vol)"

@@ -384,7 +384,13 @@ def evaluate(
         vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, 0.0 * r_s, True, size)
     else:
         vals = bachelier(xp, w, und_s, k_s, t_s, sig_s, r_s, size)
+    # a priced row with a NaN value (dividend rho is NaN by definition in the
+    # forward models) is OVERFLOW, as the kernels' rows (formulas' finish)
+    skip = -1 if model == f.BSM else f.DIVIDEND_RHO
     overflow = ~bad & ~xp.isfinite(vals[f.PRICE])
+    for c, v in enumerate(vals[1:], start=1):
+        if c != skip:
+            overflow |= ~bad & xp.isnan(v)
     if any_bad or bool(overflow.any()):
         err[overflow] = f.OVERFLOW
         bad = bad | overflow

@@ -226,3 +226,57 @@ def test_moneyness_past_the_double_range_is_priced(model: str, r: float) -> None
                                    rtol=1e-15)
         np.testing.assert_allclose(out["delta"], [carry, -carry, 0.0, 0.0], rtol=1e-15)
     assert_agree(got["numpy"], got["numba"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_no_priced_row_has_a_nan_value(model: str) -> None:
+    """Inputs far past any market (log-uniform spot, strike, t and sigma over
+    hundreds of decades, r t and q t up to +-1000): a row is priced (code 0)
+    with no NaN value -- an intermediate past the double range (inf - inf in
+    theta at r t = -700, say) makes it RESULT_NOT_FINITE -- or has a code and
+    NaN in every value; the same on both CPU backends.  Theta and veta once
+    came out NaN with code 0 at r t = -700."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+
+    def log_uniform(lo: float, hi: float) -> np.ndarray:
+        return np.asarray(10.0 ** rng.uniform(lo, hi, n))
+
+    t = log_uniform(-6, 3)
+    book = {"option_type": rng.random(n) < 0.5, "strike": log_uniform(-150, 150), "t": t,
+            "sigma": log_uniform(-6, 6), "r": rng.uniform(-1000, 1000, n) / t,
+            "q": rng.uniform(-1000, 1000, n) / t}
+    und = log_uniform(-150, 150)
+    if model == "bachelier":
+        book["strike"] = book["strike"] * np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        und = und * np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        del book["q"]
+    elif model == "black76":
+        del book["q"]
+    book["spot" if model == "bsm" else "forward"] = und
+    name = "spot" if model == "bsm" else "forward"
+    if model != "bachelier":
+        # 1,024 rows the vectorised loops price (|r t| small, s = 0.1) whose
+        # theta is inf - inf: q S e^(-qt) and r K e^(-rt) both past the range
+        extra = {"option_type": np.arange(1024) % 2 == 0, name: 1e199, "strike": 1e199,
+                 "t": 1e-148, "sigma": 1e73, "r": 1e150, "q": 1e150}
+        book = {k: np.concatenate([v, np.broadcast_to(extra[k], 1024)]) for k, v in book.items()}
+    # and the exact case that was wrong, for calls and puts
+    book = {k: np.concatenate([v, v[:2]]) for k, v in book.items()}
+    book["option_type"][-2:] = [True, False]
+    book["t"][-2:], book["r"][-2:], book["sigma"][-2:] = 1.0, -700.0, 0.2
+    book["strike"][-2:] = book[name][-2:] = 100.0
+    by_definition_nan = {"dividend_rho"} if model != "bsm" else set()
+    codes = {}
+    for backend in ("numpy", "numba"):
+        out = gp.price(model=model, greeks="all", backend=backend, **book)
+        err = out["error"]
+        for name, values in out.items():
+            if name == "error":
+                continue
+            assert np.isnan(values[err != 0]).all(), (backend, name)
+            if name not in by_definition_nan:
+                assert not np.isnan(values[err == 0]).any(), (backend, name)
+        assert (err == 0).mean() > 0.3, backend  # most rows still priced
+        codes[backend] = err
+    np.testing.assert_array_equal(codes["numpy"][n:], codes["numba"][n:])  # the cases added

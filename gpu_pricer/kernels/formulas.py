@@ -546,7 +546,24 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         return OK
 
     @jit
-    def finish(out: Any, i: int, size: int, err: int) -> int:
+    def any_nan(out: Any, i: int, size: int, skip: int) -> bool:
+        """Whether a value code 0..size-1 of row i other than `skip` (-1 for
+        none) is NaN."""
+        nan_seen = False
+        for c in range(size):
+            v = out[c, i]
+            nan_seen |= math.isnan(v) & (c != skip)
+        return nan_seen
+
+    @jit
+    def finish(out: Any, i: int, size: int, err: int, skip: int) -> int:
+        """A priced row with a NaN among its values (`skip`: the value that is
+        NaN by definition, -1 for none) becomes OVERFLOW: an intermediate
+        past the double range (e^(-r t) for r t < -700 and inf - inf in
+        theta, say) is never a silent NaN.  A row with a non-zero code is
+        NaN in every value."""
+        if err == OK and any_nan(out, i, size, skip):
+            err = OVERFLOW
         if err != OK:
             store_nan(out, i, size)
         return err
@@ -560,7 +577,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         if err == OK:
             err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
                                 r - q, False)
-        return finish(out, i, size, err)
+        return finish(out, i, size, err, -1)
 
     @jit
     def black76_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
@@ -570,7 +587,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         if err == OK:
             err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
                                 0.0, True)
-        return finish(out, i, size, err)
+        return finish(out, i, size, err, DIVIDEND_RHO)
 
     @jit
     def normal_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
@@ -579,7 +596,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         err = check(False, otype, und, k, t, sigma, r, q)
         if err == OK:
             err = bachelier_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r)
-        return finish(out, i, size, err)
+        return finish(out, i, size, err, DIVIDEND_RHO)
 
     return SimpleNamespace(
         rho1=rho1,  # exported for its table's test

@@ -229,16 +229,24 @@ def load_block(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q:
 
 
 @cache
-def row_pass(row: Callable[..., int]) -> Any:
+def row_pass(row: Callable[..., int], skip: int) -> Any:
     """The last loop of both kernels' blocks over the given (compiled) row
     function: every row of the block OK, then each row the vector loops left
-    (region ROW: a bad row, a limit, a far tail) priced by the row function,
-    which writes its values and returns its code.  Cached per row function."""
+    (region ROW: a bad row, a limit, a far tail) or gave a NaN value (other
+    than `skip`, the value NaN by definition; -1 for none) priced by the row
+    function, which writes its values and returns its code (OVERFLOW for a
+    NaN it gets too: `formulas` finish).  Cached per row function."""
     ok = formulas.OK
 
     @_loop
     def rest(m: int, lo: int, size: int, region: Any, ots: Any, us: Any, ks: Any, ts: Any,
              sgs: Any, rs: Any, qs: Any, out: Any, err: Any) -> None:  # pragma: no cover
+        for c in range(size):
+            if c != skip:
+                values = out[c, lo:lo + m]
+                for j in range(m):
+                    v = values[j]
+                    region[j] = ROW if math.isnan(v) else region[j]
         errs = err[lo:lo + m]  # indexed from 0 by the loop: no wraparound test
         for j in range(m):
             errs[j] = ok
@@ -461,7 +469,7 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
     and seconds of compile time per tier.)"""
     textbook_rows, series_rows = region_loops(rho1, gauss_small, taylor_terms)
     prelude, first_order, second_order = model_loops(forward)
-    rest = row_pass(row)
+    rest = row_pass(row, formulas.DIVIDEND_RHO if forward else -1)
     first, higher = formulas.DELTA, formulas.VANNA
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -640,7 +648,7 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
     row is priced by the loops, or by the row function `row` when it is
     bad, at a limit (s = 0) or in the far tail, |d| > MAX_Z)."""
     prelude, prices, first_order, second_order = normal_loops(rho1)
-    rest = row_pass(row)
+    rest = row_pass(row, formulas.DIVIDEND_RHO)
     first, higher = formulas.DELTA, formulas.VANNA
 
     @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
