@@ -52,5 +52,9 @@ ERRORS: dict[int, str] = {
         "(discounted forward for a call, discounted strike for a put; intrinsic value at "
         "t = 0): no finite volatility (implied_vol)"
     ),
-    ErrorCode.NO_VOLATILITY_FOUND: "the solver found no finite volatility (implied_vol)",
+    ErrorCode.NO_VOLATILITY_FOUND: (
+        "no volatility float64 can give to full precision: a discount factor, the discounted "
+        "forward or strike, or the price normalised by them is outside the normal double "
+        "range, or |ln(F/K)| > 700; or the solver found no finite volatility (implied_vol)"
+    ),
 }

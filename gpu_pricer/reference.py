@@ -153,6 +153,18 @@ class _quiet:
             np.seterr(**self._state)
 
 
+def log_ratio(xp: ModuleType, a: Array, b: Array) -> Array:
+    """ln(a/b) for a, b > 0, as the kernels' `formulas.log_ratio`: from the
+    quotient where it is a normal number, else ln a - ln b (a quotient past
+    the double range would give an infinite or imprecise log)."""
+    ratio = a / b
+    x = xp.log(ratio)
+    wide = (ratio < f.NORMAL_MIN) | (ratio > f.NORMAL_MAX)
+    if bool(wide.any()):
+        x = xp.where(wide, xp.log(a) - xp.log(b), x)
+    return x
+
+
 def _signed_inf(xp: ModuleType, v: Array) -> Array:
     return xp.where(v == 0.0, 0.0, xp.copysign(xp.inf, v))
 
@@ -179,12 +191,7 @@ def lognormal(
         dq = xp.exp(-q * t)
         sqt = xp.sqrt(t)
         s = sigma * sqt
-        ratio = und / k
-        x = xp.log(ratio)
-        wide = (ratio < f.NORMAL_MIN) | (ratio > f.NORMAL_MAX)
-        if bool(wide.any()):  # ln(und/k) past the double range: ln und - ln k there
-            x = xp.where(wide, xp.log(und) - xp.log(k), x)
-        x = x + carry * t
+        x = log_ratio(xp, und, k) + carry * t
         scale = xp.sqrt(und) * xp.sqrt(k) * xp.exp(-0.5 * (r + q) * t)
         itm = w * x > 0.0
         # intrinsic value of the discounted forward, exact at t = 0, plus time value

@@ -228,6 +228,13 @@ def check(xp: ModuleType, model: int, otype: Array, und: Array, strike: Array, t
     return err
 
 
+def _normal(xp: ModuleType, v: Array) -> Array:
+    """Where v is a normal double (as the kernels' `normal`: outside that
+    range a discount factor or discounted price has lost its precision, and
+    the row gets NO_SOLUTION rather than a wrong vol)."""
+    return (v >= f.NORMAL_MIN) & (v <= f.NORMAL_MAX)
+
+
 def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Array, t: Array,
                 price: Array, r: Array, q: Array) -> tuple[Array, Array]:
     """(error codes, implied vols) for 1-d float64 arrays of one length."""
@@ -239,14 +246,17 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
     with ref._quiet(xp):
         dr = xp.exp(-r * t)
         if model == f.BACHELIER:
+            imprecise = ~_normal(xp, dr)
             m = und - strike
             intrinsic = xp.maximum(dr * w * m, 0.0)
             terms = dr * (xp.abs(und) + xp.abs(strike))
             cap = xp.full_like(und, xp.inf)
             bound = cap
         else:
-            fd = und * xp.exp(-(r if model == f.BLACK76 else q) * t)
+            dq = xp.exp(-(r if model == f.BLACK76 else q) * t)
+            fd = und * dq
             kd = strike * dr
+            imprecise = ~(_normal(xp, dr) & _normal(xp, dq) & _normal(xp, fd) & _normal(xp, kd))
             intrinsic = xp.maximum(w * (fd - kd), 0.0)
             terms = fd + kd
             cap = xp.minimum(fd, kd)
@@ -256,7 +266,11 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
         at = (tv <= 0.0) & ~below
         above = ~below & ~at & ((t == 0.0) | (tv >= cap)
                                 | (price >= bound * (1.0 - k.INTRINSIC_ULPS * k.EPS)))
-        solve = ~(bad | below | at | above)
+        imprecise &= ~bad
+        below &= ~imprecise
+        at &= ~imprecise
+        above &= ~imprecise
+        solve = ~(bad | below | at | above | imprecise)
         vol = xp.zeros_like(und)
         idx = xp.nonzero(solve)[0]
         if idx.size:
@@ -266,17 +280,23 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
                 am = xp.abs(m[idx])
                 atm = am == 0.0
                 qn = tvu / xp.where(atm, 1.0, am)
+                imprecise[idx[~atm & (qn < f.NORMAL_MIN)]] = True  # see _normal
+                qn = xp.maximum(qn, f.NORMAL_MIN)  # those rows' vols are dropped
                 v = xp.where(atm, k.SQRT_2PI * tvu, am * householder_normal(xp, qn))
             else:
                 fs, ks = fd[idx], kd[idx]
-                ax = xp.abs(xp.log(fs / ks))
+                ax = xp.abs(ref.log_ratio(xp, fs, ks))  # fs/ks may be past the double range
+                imprecise[idx[ax > k.MAX_LOG_MONEYNESS]] = True
+                ax = xp.minimum(ax, k.MAX_LOG_MONEYNESS)  # those rows' vols are dropped
                 beta = tv[idx] / (xp.sqrt(fs) * xp.sqrt(ks))
                 capped = beta >= xp.exp(-0.5 * ax)  # at the bound once normalised
                 above[idx[capped]] = True
+                imprecise[idx[beta < f.NORMAL_MIN]] = True
+                beta = xp.maximum(beta, f.NORMAL_MIN)  # those rows' vols are dropped
                 v = xp.where(capped, xp.nan, normalised_vol(xp, xp.where(capped, 0.5 * beta,
                                                                          beta), ax))
             vol[idx] = v / xp.sqrt(ts)
-    failed = solve & ~above & ~(xp.isfinite(vol) & (vol >= 0.0))
+    failed = (solve & ~above & ~(xp.isfinite(vol) & (vol >= 0.0))) | imprecise
     err[below & ~bad] = f.BELOW_INTRINSIC
     err[above & ~bad] = f.ABOVE_BOUND
     err[failed] = f.NO_SOLUTION

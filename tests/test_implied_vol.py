@@ -404,3 +404,39 @@ def test_a_price_within_rounding_of_its_upper_bound_is_above_bound(
     assert abs(float(p) - bound) <= 4 * EPS * bound
     iv = gp.implied_vol(price=p, backend=backend, **kw)
     assert int(iv["error"]) == ErrorCode.PRICE_ABOVE_UPPER_BOUND
+
+
+@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
+def test_far_past_any_market_a_vol_is_exact_or_not_given(model: str, backend: str) -> None:
+    """Inputs over hundreds of decades (log-uniform spot, strike, t, vol; r t
+    and q t up to +-1000): every vol given (code 0) reprices its price to
+    1e-9 relative.  Where a discount factor, the discounted forward or
+    strike, or the normalised time value has left the normal double range,
+    or |ln(F/K)| > 700, there is no such vol in float64 and the row is
+    NO_VOLATILITY_FOUND.  Before that check, vols off by up to 1% (a price
+    off 1,000-fold) came back with code 0, and a put at 97% of its upper
+    bound got vol 0."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+
+    def log_uniform(lo: float, hi: float) -> np.ndarray:
+        return np.asarray(10.0 ** rng.uniform(lo, hi, n))
+
+    t = log_uniform(-6, 3)
+    book: dict[str, Any] = {"option_type": rng.random(n) < 0.5, "strike": log_uniform(-150, 150),
+                            "t": t, "r": rng.uniform(-1000, 1000, n) / t}
+    und = log_uniform(-150, 150)
+    sigma = log_uniform(-3, 1) * (und if model == "bachelier" else 1.0)
+    if model == "bsm":
+        book["q"] = rng.uniform(-1000, 1000, n) / t
+    book["spot" if model == "bsm" else "forward"] = und
+    priced = gp.price(model=model, sigma=sigma, backend="numba", **book)
+    ok = (priced["error"] == 0) & (priced["price"] > 0.0)
+    price = np.where(ok, priced["price"], 1.0)
+    out = gp.implied_vol(model=model, price=price, backend=backend, **book)
+    solved = (out["error"] == 0) & ok
+    assert solved.sum() > 2_000
+    again = gp.price(model=model, sigma=np.where(solved, out["implied_vol"], 0.2),
+                     backend="numba", **book)["price"]
+    rel = np.abs(again[solved] - price[solved]) / price[solved]
+    assert rel.max() < 1e-9

@@ -54,6 +54,11 @@ MAX_STEPS = 12
 #: (glibc on the CPU, CUDA's on the GPU) by an ulp or two.
 INTRINSIC_ULPS = 4.0
 EPS = 2.220446049250313e-16
+#: |ln(F/K)| above which no vol is solved (NO_SOLUTION): beyond it a term
+#: e^(|x|/2) N(.) of the normalised Black function leaves the double range
+#: where the other is within it (on random books out to |x| = 1,060 every
+#: wrong vol had |x| > 740; every one below 700 repriced its price to 1e-12).
+MAX_LOG_MONEYNESS = 700.0
 #: Smallest rational-cubic control parameter (the denominator stays > 0).
 MIN_CONTROL = -(1.0 - 1.4901161193847656e-08)
 MAX_CONTROL = 2.0 / 2.220446049250313e-16
@@ -71,6 +76,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     norm_cdf = F.norm_cdf
     norm_pdf = F.norm_pdf
     finite = F.finite
+    log_ratio = F.log_ratio
     black_parts = F.black_parts
     bachelier_otm = F.bachelier_otm
 
@@ -286,13 +292,25 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         return math.nan
 
     @jit
+    def normal(v: float) -> bool:
+        """Whether v is a normal double (NORMAL_MIN <= v <= NORMAL_MAX).  A
+        discount factor, discounted forward or strike, or normalised time value
+        outside that range (r t or q t past +-708, or a price of 1e-300 far out
+        of the money) has lost its precision, or is 0 or inf: the vol it gives
+        is wrong, so no vol is given (NO_SOLUTION)."""
+        return f.NORMAL_MIN <= v <= f.NORMAL_MAX
+
+    @jit
     def lognormal_iv(w: float, und: float, k: float, t: float, price: float, r: float,
                      q: float) -> Any:
         """(sigma, error code) of a bsm (q = dividend yield) or black76 (q = r)
         price; und is the spot or the forward."""
         dr = math.exp(-r * t)
-        fd = und * math.exp(-q * t)  # discounted forward
+        dq = math.exp(-q * t)
+        fd = und * dq  # discounted forward
         kd = k * dr  # discounted strike
+        if not (normal(dr) and normal(dq) and normal(fd) and normal(kd)):
+            return math.nan, f.NO_SOLUTION  # see `normal`
         intrinsic = w * (fd - kd)
         intrinsic = max(intrinsic, 0.0)
         tv = price - intrinsic
@@ -306,8 +324,12 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         bound = (fd if w > 0.0 else kd) * (1.0 - INTRINSIC_ULPS * EPS)
         if t == 0.0 or tv >= min(fd, kd) or price >= bound:
             return math.nan, f.ABOVE_BOUND
-        ax = abs(math.log(fd / kd))
+        ax = abs(log_ratio(fd, kd))  # fd/kd may be past the double range
+        if ax > MAX_LOG_MONEYNESS:
+            return math.nan, f.NO_SOLUTION
         beta = tv / (math.sqrt(fd) * math.sqrt(kd))
+        if beta < f.NORMAL_MIN:
+            return math.nan, f.NO_SOLUTION  # see `normal`
         e = math.exp(0.5 * ax)
         if beta * e >= 1.0:  # at the bound once normalised
             return math.nan, f.ABOVE_BOUND
@@ -362,6 +384,8 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     def normal_iv(w: float, fwd: float, k: float, t: float, price: float, r: float) -> Any:
         """(normal sigma, error code) of a bachelier price."""
         dr = math.exp(-r * t)
+        if not normal(dr):
+            return math.nan, f.NO_SOLUTION  # see `normal`
         m = fwd - k
         intrinsic = dr * w * m
         intrinsic = max(intrinsic, 0.0)
@@ -377,7 +401,10 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         if am == 0.0:
             v = SQRT_2PI * tvu
         else:
-            v = am * householder_normal(tvu / am)
+            qn = tvu / am
+            if qn < f.NORMAL_MIN:
+                return math.nan, f.NO_SOLUTION  # see `normal`
+            v = am * householder_normal(qn)
         sigma = v / math.sqrt(t)
         if not (finite(sigma) and sigma >= 0.0):
             return math.nan, f.NO_SOLUTION
