@@ -258,6 +258,55 @@ def row_pass(row: Callable[..., int], skip: int) -> Any:
     return rest
 
 
+#: The block's scratch columns both kernels share, by row of its scratch
+#: array: the seven inputs (a scalar broadcast to its rows, float32 widened)
+#: and each row's sign w; each kernel's own columns follow them.
+U, K, T, SIGMA, R, Q, W = range(7)
+
+
+def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
+           higher_block: Any, rest: Any) -> Any:
+    """The parallel loop over blocks of BLOCK rows that both vectorised
+    kernels run, with the arguments and results of `cpu.kernel`'s: each
+    block gets a scratch array of `columns` columns, its inputs loaded into
+    the first seven (`load_block`), then
+
+    - ``price_block(m, f, ots, region)``: the rows' prices into column
+      `price_column` and every row's region (ROW for the row function);
+    - ``first_block(m, f, out, lo, hi)`` and ``higher_block(...)``, when the
+      output's tier asks for them: the first-order Greeks (value codes 1-6)
+      and the higher orders (7-13) into the block's slices of the output;
+    - `rest` (`row_pass`): the error codes, and the rows the loops left.
+
+    The value codes are numbered as formulas.PRICE..VETA (price 0,
+    delta..dividend_rho 1..6, vanna..veta 7..13)."""
+    first, higher = formulas.DELTA, formulas.VANNA
+
+    @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
+    def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
+            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
+        n = err.shape[0]
+        size = out.shape[0]
+        for b in prange((n + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            m = min(BLOCK, n - lo)
+            hi = lo + m
+            f = np.empty((columns, m))
+            ots = np.empty(m, np.int8)
+            region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
+            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, f[U], f[K],
+                       f[T], f[SIGMA], f[R], f[Q], f[W])
+            price_block(m, f, ots, region)
+            copy(m, f[price_column], out[0, lo:hi])
+            if size > first:
+                first_block(m, f, out, lo, hi)
+            if size > higher:
+                higher_block(m, f, out, lo, hi)
+            rest(m, lo, size, region, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], out, err)
+
+    return run
+
+
 class RegionLoops(NamedTuple):
     """N(d1), N(d2), n(d1) and the price of one region's rows (the same for
     every model and tier: built once per table function)."""
@@ -463,85 +512,64 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
     discount factor is the strike's) and x = ln(F/K); its rho holds the
     forward fixed (-t times the price) and it has no dividend rho (NaN),
     as `formulas.lognormal_row` forms them.  The loops are the shared ones
-    of `region_loops` and `model_loops`.  (A tier fixed at compile time, as
+    of `region_loops` and `model_loops`, run over each block by `blocks`,
+    the driver both vectorised kernels share.  (A tier fixed at compile time, as
     the row kernels have, gained nothing here -- the tiers differ only in
     which loops a block calls -- and cost about 30 MiB of resident memory
     and seconds of compile time per tier.)"""
     textbook_rows, series_rows = region_loops(rho1, gauss_small, taylor_terms)
     prelude, first_order, second_order = model_loops(forward)
-    rest = row_pass(row, formulas.DIVIDEND_RHO if forward else -1)
-    first, higher = formulas.DELTA, formulas.VANNA
+    # its own columns, after the shared ones: the rows' parts, their normal
+    # integrals and prices, and one region's rows gathered
+    x, vol, dq, dr, nd1, nd2, n1, price = range(7, 15)
+    g_w, g_u, g_k, g_x, g_s, g_dq, g_dr, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
 
-    @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
-    def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
-            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
-        n = err.shape[0]
-        size = out.shape[0]
-        for b in prange((n + BLOCK - 1) // BLOCK):
-            lo = b * BLOCK
-            m = min(BLOCK, n - lo)
-            hi = lo + m
-            # the block's columns, rows of one scratch array: its inputs (a
-            # scalar broadcast to its rows, float32 widened), their parts, the
-            # normal integrals and prices, and one region's rows gathered
-            f = np.empty((26, m))
-            us, ks, ts, sgs, rs, qs, ws = f[0], f[1], f[2], f[3], f[4], f[5], f[6]
-            xs, vol, dqs, drs = f[7], f[8], f[9], f[10]
-            nd1s, nd2s, n1s, prices = f[11], f[12], f[13], f[14]
-            cw, cu, ck, cx, cs, cdq, cdr = f[15], f[16], f[17], f[18], f[19], f[20], f[21]
-            c_nd1, c_nd2, c_n1, c_price = f[22], f[23], f[24], f[25]
-            ots = np.empty(m, np.int8)
-            region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
-            picked = np.empty(m, np.uint64)  # unsigned: no wraparound test
-            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, us, ks, ts, sgs,
-                       rs, qs, ws)
-            prelude(m, ots, us, ks, ts, sgs, rs, qs, xs, vol, dqs, drs, region)
-            # each region's rows gathered into unit-stride columns (unless the
-            # whole block is of that region), priced by a loop of its own that
-            # the compiler vectorises, and scattered back
-            for code in (TEXTBOOK, SERIES):
-                c = pick(m, region, code, picked)
-                if c == 0:
-                    continue
-                whole = c == m
-                if whole:
-                    a_w, a_u, a_k, a_x, a_s, a_dq, a_dr = ws, us, ks, xs, vol, dqs, drs
-                    a_nd1, a_nd2, a_n1, a_price = nd1s, nd2s, n1s, prices
-                else:
-                    gather(c, picked, ws, cw)
-                    gather(c, picked, us, cu)
-                    gather(c, picked, ks, ck)
-                    gather(c, picked, xs, cx)
-                    gather(c, picked, vol, cs)
-                    gather(c, picked, dqs, cdq)
-                    gather(c, picked, drs, cdr)
-                    a_w, a_u, a_k, a_x, a_s, a_dq, a_dr = cw, cu, ck, cx, cs, cdq, cdr
-                    a_nd1, a_nd2, a_n1, a_price = c_nd1, c_nd2, c_n1, c_price
-                if code == TEXTBOOK:
-                    textbook_rows(c, a_w, a_u, a_k, a_x, a_s, a_dq, a_dr, a_nd1, a_nd2, a_n1,
-                                  a_price)
-                else:
-                    series_rows(c, a_w, a_u, a_k, a_x, a_s, a_dq, a_dr, a_nd1, a_nd2, a_n1,
-                                a_price)
-                if not whole:
-                    scatter(c, picked, c_nd1, nd1s)
-                    scatter(c, picked, c_nd2, nd2s)
-                    scatter(c, picked, c_n1, n1s)
-                    scatter(c, picked, c_price, prices)
-            # the value codes, by number: price 0, delta..dividend_rho 1..6,
-            # vanna..veta 7..13 (formulas.PRICE..VETA)
-            copy(m, prices, out[0, lo:hi])
-            if size > first:
-                first_order(m, ws, us, ks, ts, sgs, rs, qs, vol, dqs, drs, nd1s, nd2s, n1s,
-                            prices, out[1, lo:hi], out[2, lo:hi], out[3, lo:hi],
-                            out[4, lo:hi], out[5, lo:hi], out[6, lo:hi])
-            if size > higher:
-                second_order(m, ws, us, ts, sgs, rs, qs, xs, vol, dqs, nd1s, n1s,
-                             out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
-                             out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
-            rest(m, lo, size, region, ots, us, ks, ts, sgs, rs, qs, out, err)
+    @_loop
+    def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
+        """The block's regions and prices: each region's rows gathered into
+        unit-stride columns (unless the whole block is of that region),
+        priced by a loop of its own that the compiler vectorises, and
+        scattered back."""
+        prelude(m, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[x], f[vol], f[dq], f[dr],
+                region)
+        picked = np.empty(m, np.uint64)  # unsigned: no wraparound test
+        for code in (TEXTBOOK, SERIES):
+            c = pick(m, region, code, picked)
+            if c == 0:
+                continue
+            whole = c == m
+            if not whole:
+                for src, dst in ((W, g_w), (U, g_u), (K, g_k), (x, g_x), (vol, g_s),
+                                 (dq, g_dq), (dr, g_dr)):
+                    gather(c, picked, f[src], f[dst])
+            # the rows' columns: in place, or the gathered ones
+            cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice = (
+                (f[W], f[U], f[K], f[x], f[vol], f[dq], f[dr], f[nd1], f[nd2], f[n1], f[price])
+                if whole else
+                (f[g_w], f[g_u], f[g_k], f[g_x], f[g_s], f[g_dq], f[g_dr], f[g_nd1], f[g_nd2],
+                 f[g_n1], f[g_price]))
+            if code == TEXTBOOK:
+                textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice)
+            else:
+                series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice)
+            if not whole:
+                for src, dst in ((g_nd1, nd1), (g_nd2, nd2), (g_n1, n1), (g_price, price)):
+                    scatter(c, picked, f[src], f[dst])
 
-    return run
+    @_loop
+    def first_block(m: int, f: Any, out: Any, lo: int, hi: int) -> None:  # pragma: no cover
+        first_order(m, f[W], f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[vol], f[dq], f[dr],
+                    f[nd1], f[nd2], f[n1], f[price], out[1, lo:hi], out[2, lo:hi],
+                    out[3, lo:hi], out[4, lo:hi], out[5, lo:hi], out[6, lo:hi])
+
+    @_loop
+    def higher_block(m: int, f: Any, out: Any, lo: int, hi: int) -> None:  # pragma: no cover
+        second_order(m, f[W], f[U], f[T], f[SIGMA], f[R], f[Q], f[x], f[vol], f[dq], f[nd1],
+                     f[n1], out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
+                     out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
+
+    return blocks(26, price, price_block, first_block, higher_block,
+                  row_pass(row, formulas.DIVIDEND_RHO if forward else -1))
 
 
 class NormalLoops(NamedTuple):
@@ -648,38 +676,24 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
     row is priced by the loops, or by the row function `row` when it is
     bad, at a limit (s = 0) or in the far tail, |d| > MAX_Z)."""
     prelude, prices, first_order, second_order = normal_loops(rho1)
-    rest = row_pass(row, formulas.DIVIDEND_RHO)
-    first, higher = formulas.DELTA, formulas.VANNA
+    d, vol, dr, nd, n, price = range(7, 13)  # its own columns, after the shared ones
 
-    @njit(parallel=True, nogil=True, error_model="numpy", fastmath={"contract"})
-    def run(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
-            steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
-        n = err.shape[0]
-        size = out.shape[0]
-        for b in prange((n + BLOCK - 1) // BLOCK):
-            lo = b * BLOCK
-            m = min(BLOCK, n - lo)
-            hi = lo + m
-            f = np.empty((13, m))
-            fs, ks, ts, sgs, rs, qs, ws = f[0], f[1], f[2], f[3], f[4], f[5], f[6]
-            ds, vol, drs, nds, ns, ps = f[7], f[8], f[9], f[10], f[11], f[12]
-            ots = np.empty(m, np.int8)
-            region = np.empty(m, np.int8)  # TEXTBOOK (the loops) or ROW
-            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, fs, ks, ts, sgs,
-                       rs, qs, ws)
-            prelude(m, ots, fs, ks, ts, sgs, rs, qs, ds, vol, drs, region)
-            # the value codes, by number: price 0, delta..dividend_rho 1..6,
-            # vanna..veta 7..13 (formulas.PRICE..VETA)
-            prices(m, ws, fs, ks, ds, vol, drs, nds, ns, ps)
-            copy(m, ps, out[0, lo:hi])
-            if size > first:
-                first_order(m, ws, ts, sgs, rs, vol, drs, nds, ns, ps, out[1, lo:hi],
-                            out[2, lo:hi], out[3, lo:hi], out[4, lo:hi], out[5, lo:hi],
-                            out[6, lo:hi])
-            if size > higher:
-                second_order(m, ws, ts, sgs, rs, ds, vol, drs, nds, ns, out[7, lo:hi],
-                             out[8, lo:hi], out[9, lo:hi], out[10, lo:hi], out[11, lo:hi],
-                             out[12, lo:hi], out[13, lo:hi])
-            rest(m, lo, size, region, ots, fs, ks, ts, sgs, rs, qs, out, err)
+    @_loop
+    def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
+        prelude(m, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[d], f[vol], f[dr], region)
+        prices(m, f[W], f[U], f[K], f[d], f[vol], f[dr], f[nd], f[n], f[price])
 
-    return run
+    @_loop
+    def first_block(m: int, f: Any, out: Any, lo: int, hi: int) -> None:  # pragma: no cover
+        first_order(m, f[W], f[T], f[SIGMA], f[R], f[vol], f[dr], f[nd], f[n], f[price],
+                    out[1, lo:hi], out[2, lo:hi], out[3, lo:hi], out[4, lo:hi],
+                    out[5, lo:hi], out[6, lo:hi])
+
+    @_loop
+    def higher_block(m: int, f: Any, out: Any, lo: int, hi: int) -> None:  # pragma: no cover
+        second_order(m, f[W], f[T], f[SIGMA], f[R], f[d], f[vol], f[dr], f[nd], f[n],
+                     out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
+                     out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
+
+    return blocks(13, price, price_block, first_block, higher_block,
+                  row_pass(row, formulas.DIVIDEND_RHO))
