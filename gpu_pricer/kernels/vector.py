@@ -404,14 +404,15 @@ def model_loops(forward: bool) -> ModelLoops:
         for a row the row function will price), then its region."""
         for j in range(m):
             tt = ts[j]
-            if forward:
+            dr = vexp(-rs[j] * tt)
+            if forward:  # the forward's discount factor is the strike's: one exp
                 xs[j] = vlog(us[j] / ks[j])
-                dqs[j] = vexp(-rs[j] * tt)
+                dqs[j] = dr
             else:
                 xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
                 dqs[j] = vexp(-qs[j] * tt)
             vol[j] = sgs[j] * math.sqrt(tt)
-            drs[j] = vexp(-rs[j] * tt)
+            drs[j] = dr
         for j in range(m):
             u = us[j]
             k = ks[j]
