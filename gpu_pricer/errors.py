@@ -33,7 +33,9 @@ class ErrorCode(IntEnum):
 #: Code -> reason, the table quoted in README and the service's schema.
 ERRORS: dict[int, str] = {
     ErrorCode.OK: "priced",
-    ErrorCode.NON_FINITE_INPUT: "an input is NaN or infinite",
+    ErrorCode.NON_FINITE_INPUT: (
+        "an input is NaN or infinite (in the dtype asked for: past 3.4e38 for float32)"
+    ),
     ErrorCode.NEGATIVE_VOLATILITY: "sigma < 0",
     ErrorCode.NEGATIVE_TIME: "t < 0",
     ErrorCode.NON_POSITIVE_UNDERLYING: "spot or forward <= 0 (bsm and black76)",

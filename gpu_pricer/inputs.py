@@ -122,7 +122,10 @@ def _numeric(xp: ModuleType, name: str, value: Any, dtype: np.dtype[Any]) -> Any
         raise ValueError(f"{name}: cannot be read as numbers ({exc})") from None
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name}: expected numbers, got an array of dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
+    # a value past the dtype's range (1e39 as float32) becomes inf, and its
+    # row NON_FINITE_INPUT: a per-row error, not a warning
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype, copy=False)
 
 
 def option_codes(xp: ModuleType, value: Any) -> Any:

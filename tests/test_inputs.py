@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -149,3 +151,18 @@ def test_input_order_preserved(backend: str) -> None:
     order = np.argsort(k)
     # calls fall as the strike rises: the output follows the input order
     assert (np.diff(out["price"][order]) < 0).all()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_float32_input_past_its_range_is_a_row_error(backend: str) -> None:
+    """1e39 is finite as a float64 and infinite as a float32: with
+    dtype="float32" its row is NON_FINITE_INPUT, its neighbour priced as
+    usual, and no overflow warning is raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = gp.price(model="bsm", option_type="call", spot=np.array([100.0, 1e39]),
+                       strike=100.0, t=1.0, sigma=0.2, dtype="float32", backend=backend)
+    assert out["error"].tolist() == [0, gp.ErrorCode.NON_FINITE_INPUT]
+    assert np.isnan(out["price"][1])
+    ref = gp.price(model="bsm", option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
+    np.testing.assert_allclose(out["price"][0], ref["price"], rtol=1e-6)
