@@ -80,7 +80,9 @@ class PriceResult(BaseModel):
     """price and the requested Greeks, in the units of gpu_pricer.price:
     vega per 1.00 vol, theta per year (-dV/dt), rho and dividend_rho per 1.00
     of rate; null values when the row could not be priced, and for a Greek
-    that is infinite at its singular limit (gamma at expiry at the money)."""
+    that is infinite (JSON has no infinity): at its singular limit (gamma at
+    expiry at the money), or past the double range for inputs far past any
+    market (theta at r t = -700); the Arrow answer carries them as +-inf."""
 
     model_config = ConfigDict(extra="allow")
 
