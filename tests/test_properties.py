@@ -196,3 +196,41 @@ def test_huge_expiry_and_vol(backend: str) -> None:
     np.testing.assert_allclose(out["price"], 100.0, rtol=1e-12)
     for g in gp.GREEKS:
         assert not np.isnan(out[g]), g
+
+
+def _log_uniform(lo: float, hi: float) -> st.SearchStrategy[float]:
+    return st.floats(lo, hi).map(lambda e: 10.0 ** e)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model=st.sampled_from(["bsm", "black76", "bachelier"]), call=st.booleans(),
+       und=_log_uniform(-300, 300), k=_log_uniform(-300, 300), t=_log_uniform(-300, 300),
+       v=_log_uniform(-300, 300), rt=st.floats(-2000.0, 2000.0), qt=st.floats(-2000.0, 2000.0),
+       signs=st.tuples(st.booleans(), st.booleans()))
+def test_any_finite_row_is_priced_without_nan_or_has_a_code(
+        model: str, call: bool, und: float, k: float, t: float, v: float, rt: float, qt: float,
+        signs: tuple[bool, bool]) -> None:
+    """Any finite inputs, however far past a market (hundreds of decades, r t
+    and q t to +-2,000): each backend prices the row with no NaN value (its
+    infinite values are Greeks past the double range or at a singular limit)
+    or gives it a code and NaN in every value, and both backends give the
+    same code unless one of them overflows the price (the backends' exp and
+    log differ by an ulp at that edge)."""
+    if model == "bachelier":  # negative forwards and strikes are valid
+        und, k = (-und if signs[0] else und), (-k if signs[1] else k)
+    kw: dict[str, object] = {"spot" if model == "bsm" else "forward": und}
+    if model == "bsm":
+        kw["q"] = qt / t
+    codes = []
+    for backend in ("numpy", "numba"):
+        out = {name: np.atleast_1d(values) for name, values in gp.price(
+            model=model, option_type="call" if call else "put", strike=k, t=t, sigma=v,
+            r=rt / t, greeks="all", backend=backend, **kw).items()}
+        code = int(out["error"][0])
+        for name, value in out.items():
+            if name == "error" or (name == "dividend_rho" and model != "bsm"):
+                continue
+            assert math.isnan(value[0]) == (code != 0), (backend, name, code, value[0])
+        codes.append(code)
+    overflow = gp.ErrorCode.RESULT_NOT_FINITE
+    assert codes[0] == codes[1] or overflow in codes
