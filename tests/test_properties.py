@@ -234,3 +234,41 @@ def test_any_finite_row_is_priced_without_nan_or_has_a_code(
         codes.append(code)
     overflow = gp.ErrorCode.RESULT_NOT_FINITE
     assert codes[0] == codes[1] or overflow in codes
+
+
+@settings(max_examples=1000, deadline=None)
+@given(model=st.sampled_from(["bsm", "black76", "bachelier"]), call=st.booleans(),
+       und=_log_uniform(-150, 150), k=_log_uniform(-150, 150), t=_log_uniform(-6, 3),
+       v=_log_uniform(-3, 1), rt=st.floats(-1000.0, 1000.0), qt=st.floats(-1000.0, 1000.0),
+       backend=st.sampled_from(["numpy", "numba"]))
+# found on a random book: a put near its upper bound once got vol 0 (e^(-q t)
+# underflows), and a black76 vol came out 0.5% off (a subnormal normalised price)
+@example(model="bsm", call=False, und=1.210722077128221e148, k=4.24570486611768e-91,
+         t=17.353311427243863, v=8.866463079651483, rt=26.622979521085995 * 17.353311427243863,
+         qt=52.30638357001496 * 17.353311427243863, backend="numba")
+@example(model="black76", call=False, und=1.5978794074574571e46, k=1.3025985256877856e38,
+         t=1.5425783562937314, v=0.3908497839794311, rt=-220.02523033241442 * 1.5425783562937314,
+         qt=0.0, backend="numba")
+def test_any_implied_vol_given_reprices_its_price(
+        model: str, call: bool, und: float, k: float, t: float, v: float, rt: float, qt: float,
+        backend: str) -> None:
+    """A price made from any finite inputs, however far past a market: the
+    vol given for it (code 0) reprices it to 1e-9 relative; otherwise the row
+    has a code and a NaN vol."""
+    kw: dict[str, object] = {"spot" if model == "bsm" else "forward": und,
+                             "option_type": "call" if call else "put", "strike": k, "t": t,
+                             "r": rt / t}
+    if model == "bsm":
+        kw["q"] = qt / t
+    sigma = v * und if model == "bachelier" else v
+    priced = gp.price(model=model, sigma=sigma, backend="numba", **kw)
+    price = float(np.atleast_1d(priced["price"])[0])
+    if not (int(np.atleast_1d(priced["error"])[0]) == 0 and price > 0.0):
+        return
+    out = gp.implied_vol(model=model, price=price, backend=backend, **kw)
+    code, vol = int(np.atleast_1d(out["error"])[0]), float(np.atleast_1d(out["implied_vol"])[0])
+    assert math.isnan(vol) == (code != 0)
+    if code == 0:
+        again = float(np.atleast_1d(gp.price(model=model, sigma=vol, backend="numba",
+                                             **kw)["price"])[0])
+        assert abs(again - price) <= 1e-9 * price, (vol, sigma)
