@@ -153,13 +153,18 @@ class _quiet:
             np.seterr(**self._state)
 
 
+def normal(xp: ModuleType, v: Array) -> Array:
+    """Where v is a normal double (the kernels' `formulas.normal`)."""
+    return (v >= f.NORMAL_MIN) & (v <= f.NORMAL_MAX)
+
+
 def log_ratio(xp: ModuleType, a: Array, b: Array) -> Array:
     """ln(a/b) for a, b > 0, as the kernels' `formulas.log_ratio`: from the
     quotient where it is a normal number, else ln a - ln b (a quotient past
     the double range would give an infinite or imprecise log)."""
     ratio = a / b
     x = xp.log(ratio)
-    wide = (ratio < f.NORMAL_MIN) | (ratio > f.NORMAL_MAX)
+    wide = ~normal(xp, ratio)
     if bool(wide.any()):
         x = xp.where(wide, xp.log(a) - xp.log(b), x)
     return x
@@ -391,13 +396,13 @@ def evaluate(
         vals = lognormal(xp, w, und_s, k_s, t_s, sig_s, r_s, 0.0 * r_s, True, size)
     else:
         vals = bachelier(xp, w, und_s, k_s, t_s, sig_s, r_s, size)
-    # a priced row with a NaN value (dividend rho is NaN by definition in the
-    # forward models) is OVERFLOW, as the kernels' rows (formulas' finish)
-    skip = -1 if model == f.BSM else f.DIVIDEND_RHO
-    overflow = ~bad & ~xp.isfinite(vals[f.PRICE])
+    # a priced row with a non-finite price, or a NaN value other than the one
+    # its model leaves undefined, is OVERFLOW, as the kernels' rows (formulas' finish)
+    failed = ~xp.isfinite(vals[f.PRICE])
     for c, v in enumerate(vals[1:], start=1):
-        if c != skip:
-            overflow |= ~bad & xp.isnan(v)
+        if c != f.UNDEFINED_VALUE[model]:
+            failed |= xp.isnan(v)
+    overflow = ~bad & failed
     if any_bad or bool(overflow.any()):
         err[overflow] = f.OVERFLOW
         bad = bad | overflow

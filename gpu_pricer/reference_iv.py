@@ -228,13 +228,6 @@ def check(xp: ModuleType, model: int, otype: Array, und: Array, strike: Array, t
     return err
 
 
-def _normal(xp: ModuleType, v: Array) -> Array:
-    """Where v is a normal double (as the kernels' `normal`: outside that
-    range a discount factor or discounted price has lost its precision, and
-    the row gets NO_SOLUTION rather than a wrong vol)."""
-    return (v >= f.NORMAL_MIN) & (v <= f.NORMAL_MAX)
-
-
 def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Array, t: Array,
                 price: Array, r: Array, q: Array) -> tuple[Array, Array]:
     """(error codes, implied vols) for 1-d float64 arrays of one length."""
@@ -246,7 +239,7 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
     with ref._quiet(xp):
         dr = xp.exp(-r * t)
         if model == f.BACHELIER:
-            imprecise = ~_normal(xp, dr)
+            imprecise = ~ref.normal(xp, dr)
             m = und - strike
             intrinsic = xp.maximum(dr * w * m, 0.0)
             terms = dr * (xp.abs(und) + xp.abs(strike))
@@ -256,7 +249,9 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
             dq = xp.exp(-(r if model == f.BLACK76 else q) * t)
             fd = und * dq
             kd = strike * dr
-            imprecise = ~(_normal(xp, dr) & _normal(xp, dq) & _normal(xp, fd) & _normal(xp, kd))
+            # as the kernel (`implied.lognormal_iv`): no vol from digits already lost
+            imprecise = ~(ref.normal(xp, dr) & ref.normal(xp, dq) & ref.normal(xp, fd)
+                          & ref.normal(xp, kd))
             intrinsic = xp.maximum(w * (fd - kd), 0.0)
             terms = fd + kd
             cap = xp.minimum(fd, kd)
@@ -280,7 +275,7 @@ def implied_vol(xp: ModuleType, model: int, otype: Array, und: Array, strike: Ar
                 am = xp.abs(m[idx])
                 atm = am == 0.0
                 qn = tvu / xp.where(atm, 1.0, am)
-                imprecise[idx[~atm & (qn < f.NORMAL_MIN)]] = True  # see _normal
+                imprecise[idx[~atm & (qn < f.NORMAL_MIN)]] = True  # as the kernel
                 qn = xp.maximum(qn, f.NORMAL_MIN)  # those rows' vols are dropped
                 v = xp.where(atm, k.SQRT_2PI * tvu, am * householder_normal(xp, qn))
             else:

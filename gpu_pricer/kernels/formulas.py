@@ -83,6 +83,9 @@ N_VALUES = 14
 
 # Model codes.
 BSM, BLACK76, BACHELIER = 0, 1, 2
+#: The value each model leaves NaN by definition (-1: none): a forward
+#: model's dividend rho.  Any other NaN in a priced row makes it OVERFLOW.
+UNDEFINED_VALUE = {BSM: -1, BLACK76: DIVIDEND_RHO, BACHELIER: DIVIDEND_RHO}
 
 # Per-row error codes (mirrors gpu_pricer.errors.ErrorCode); 8.. are implied vol's.
 OK, NON_FINITE, NEG_SIGMA, NEG_T, BAD_UNDERLYING, BAD_STRIKE, BAD_TYPE, OVERFLOW = (
@@ -339,12 +342,18 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
               nan)
 
     @jit
+    def normal(v: float) -> bool:
+        """Whether v is a normal double, NORMAL_MIN <= v <= NORMAL_MAX (outside:
+        0, subnormal with its digits lost, or inf)."""
+        return NORMAL_MIN <= v <= NORMAL_MAX
+
+    @jit
     def log_ratio(a: float, b: float) -> float:
         """ln(a/b) for a, b > 0: from the quotient where it is a normal number,
         else as ln a - ln b (a quotient past the double range, 1e300/1e-300,
         would give an infinite log and NaN Greeks)."""
         ratio = a / b
-        if NORMAL_MIN <= ratio <= NORMAL_MAX:
+        if normal(ratio):
             return math.log(ratio)
         return math.log(a) - math.log(b)
 
@@ -386,7 +395,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
             # e^{|x|/2} from the discounted forward and strike (a sqrt, not an exp),
             # or from x where their quotient is past the double range
             ratio = (und * dq) / (k * dr)
-            if NORMAL_MIN <= ratio <= NORMAL_MAX:
+            if normal(ratio):
                 e_half = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
             else:
                 e_half = math.exp(0.5 * ax)
@@ -555,6 +564,10 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
             nan_seen |= math.isnan(v) & (c != skip)
         return nan_seen
 
+    # the row functions' `skip` (a compile-time constant each)
+    undefined_bsm, undefined_black76, undefined_normal = (
+        UNDEFINED_VALUE[BSM], UNDEFINED_VALUE[BLACK76], UNDEFINED_VALUE[BACHELIER])
+
     @jit
     def finish(out: Any, i: int, size: int, err: int, skip: int) -> int:
         """A priced row with a NaN among its values (`skip`: the value that is
@@ -577,7 +590,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         if err == OK:
             err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
                                 r - q, False)
-        return finish(out, i, size, err, -1)
+        return finish(out, i, size, err, undefined_bsm)
 
     @jit
     def black76_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
@@ -587,7 +600,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         if err == OK:
             err = lognormal_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r,
                                 0.0, True)
-        return finish(out, i, size, err, DIVIDEND_RHO)
+        return finish(out, i, size, err, undefined_black76)
 
     @jit
     def normal_row(out: Any, i: int, size: int, otype: int, und: float, k: float, t: float,
@@ -596,7 +609,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         err = check(False, otype, und, k, t, sigma, r, q)
         if err == OK:
             err = bachelier_row(out, i, size, 1.0 if otype == 1 else -1.0, und, k, t, sigma, r)
-        return finish(out, i, size, err, DIVIDEND_RHO)
+        return finish(out, i, size, err, undefined_normal)
 
     return SimpleNamespace(
         rho1=rho1,  # exported for its table's test
@@ -606,6 +619,7 @@ def build(jit: Callable[[Any], Any], cold: Callable[[Any], Any] | None = None,
         norm_cdf=norm_cdf,
         norm_pdf=norm_pdf,
         finite=finite,
+        normal=normal,
         log_ratio=log_ratio,
         taylor_sums=taylor_sums,
         taylor_terms=taylor_terms,

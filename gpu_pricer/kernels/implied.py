@@ -77,6 +77,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
     norm_pdf = F.norm_pdf
     finite = F.finite
     log_ratio = F.log_ratio
+    normal = F.normal
     black_parts = F.black_parts
     bachelier_otm = F.bachelier_otm
 
@@ -292,25 +293,20 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         return math.nan
 
     @jit
-    def normal(v: float) -> bool:
-        """Whether v is a normal double (NORMAL_MIN <= v <= NORMAL_MAX).  A
-        discount factor, discounted forward or strike, or normalised time value
-        outside that range (r t or q t past +-708, or a price of 1e-300 far out
-        of the money) has lost its precision, or is 0 or inf: the vol it gives
-        is wrong, so no vol is given (NO_SOLUTION)."""
-        return f.NORMAL_MIN <= v <= f.NORMAL_MAX
-
-    @jit
     def lognormal_iv(w: float, und: float, k: float, t: float, price: float, r: float,
                      q: float) -> Any:
         """(sigma, error code) of a bsm (q = dividend yield) or black76 (q = r)
-        price; und is the spot or the forward."""
+        price; und is the spot or the forward.  A discount factor, discounted
+        forward or strike, or normalised time value that is not a normal
+        double (`normal`: r t or q t past +-708, a price of 1e-300 far out of
+        the money) has lost its precision, or is 0 or inf: the vol it would
+        give is wrong, so none is given (NO_SOLUTION)."""
         dr = math.exp(-r * t)
         dq = math.exp(-q * t)
         fd = und * dq  # discounted forward
         kd = k * dr  # discounted strike
         if not (normal(dr) and normal(dq) and normal(fd) and normal(kd)):
-            return math.nan, f.NO_SOLUTION  # see `normal`
+            return math.nan, f.NO_SOLUTION
         intrinsic = w * (fd - kd)
         intrinsic = max(intrinsic, 0.0)
         tv = price - intrinsic
@@ -329,7 +325,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
             return math.nan, f.NO_SOLUTION
         beta = tv / (math.sqrt(fd) * math.sqrt(kd))
         if beta < f.NORMAL_MIN:
-            return math.nan, f.NO_SOLUTION  # see `normal`
+            return math.nan, f.NO_SOLUTION
         e = math.exp(0.5 * ax)
         if beta * e >= 1.0:  # at the bound once normalised
             return math.nan, f.ABOVE_BOUND
@@ -385,7 +381,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         """(normal sigma, error code) of a bachelier price."""
         dr = math.exp(-r * t)
         if not normal(dr):
-            return math.nan, f.NO_SOLUTION  # see `normal`
+            return math.nan, f.NO_SOLUTION  # as lognormal_iv
         m = fwd - k
         intrinsic = dr * w * m
         intrinsic = max(intrinsic, 0.0)
@@ -403,7 +399,7 @@ def build(jit: Callable[[Any], Any], F: SimpleNamespace) -> SimpleNamespace:
         else:
             qn = tvu / am
             if qn < f.NORMAL_MIN:
-                return math.nan, f.NO_SOLUTION  # see `normal`
+                return math.nan, f.NO_SOLUTION  # as lognormal_iv
             v = am * householder_normal(qn)
         sigma = v / math.sqrt(t)
         if not (finite(sigma) and sigma >= 0.0):

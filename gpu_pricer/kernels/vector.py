@@ -570,7 +570,8 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
                      out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
 
     return blocks(26, price, price_block, first_block, higher_block,
-                  row_pass(row, formulas.DIVIDEND_RHO if forward else -1))
+                  row_pass(row, formulas.UNDEFINED_VALUE[formulas.BLACK76 if forward
+                                                         else formulas.BSM]))
 
 
 class NormalLoops(NamedTuple):
@@ -697,4 +698,4 @@ def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
                      out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
 
     return blocks(13, price, price_block, first_block, higher_block,
-                  row_pass(row, formulas.DIVIDEND_RHO))
+                  row_pass(row, formulas.UNDEFINED_VALUE[formulas.BACHELIER]))
