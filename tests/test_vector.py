@@ -36,7 +36,7 @@ def _ncdf(z: Any, cdf: Any, pdf: Any) -> None:  # pragma: no cover - compiled
         cdf[i], pdf[i] = vncdf(z[i])
 
 
-_VNCDF = vector.build(vector.build_given_n(cpu._F.rho1))
+_VNCDF = vector.vncdf
 
 
 def _ulps(got: np.ndarray[Any, Any], ref: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

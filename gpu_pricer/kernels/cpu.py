@@ -89,8 +89,8 @@ def vector_kernel(model: int, size: int, kind: str = "price") -> Callable[..., N
 @cache
 def _vector_model(model: int) -> Callable[..., None]:
     if model == formulas.BACHELIER:
-        return vector.normal_kernel(_called(model), _F.rho1)  # type: ignore[no-any-return]
-    return vector.kernel(_called(model), _F.rho1, _F.gauss_small,  # type: ignore[no-any-return]
+        return vector.normal_kernel(_called(model))  # type: ignore[no-any-return]
+    return vector.kernel(_called(model), _F.gauss_small,  # type: ignore[no-any-return]
                          _F.taylor_terms, forward=model == formulas.BLACK76)
 
 

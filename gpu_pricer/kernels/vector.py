@@ -2,8 +2,9 @@
 
 `gpu_pricer.kernels.cpu`'s row kernels call libm's exp, log and erfc once per
 value: scalar calls that LLVM cannot vectorise here (llvmlite has no SVML).
-This kernel writes them as plain arithmetic -- `vexp`, `vlog`, and N(z) from
-the kernels' own Mills-ratio table (`vncdf`) -- and splits each block of rows
+This kernel writes them as plain arithmetic -- `vexp`, `vlog`, and N(z)
+from a rational approximation of Mills' ratio (`vncdf`, `rho1_parts`) where
+the row kernels read a table -- and splits each block of rows
 into loops simple enough to vectorise: the row's log, discount factors and
 total volatility for every row; then the rows of the textbook region, and
 those of the short series (`formulas`, module docstring), each as its own
@@ -17,13 +18,18 @@ row kernel defines, to within the few ulps in which vexp/vlog and libm
 differ.
 
 Accuracy: vexp and vlog are within 1 ulp of libm, vncdf within a few ulps of
-N(z) for |z| <= 37 (tests/test_vector.py); the regions' formulas are the row
-kernel's, except that a textbook row takes n(d2) as n(d1) S e^(-qt) / (K e^(-rt))
-(the same number: d1^2 - d2^2 = 2 ln(F/K)) rather than from a second exp.
+N(z) for |z| <= 37, and `vrho1` within 5 ulps of I_1/I_0 (the row kernels'
+table: within about 1.3; tests/test_vector.py, tests/test_mills_table.py);
+the regions' formulas are the row kernel's, except that a textbook row takes
+n(d2) as n(d1) S e^(-qt) / (K e^(-rt)) (the same number: d1^2 - d2^2 =
+2 ln(F/K)) rather than from a second exp.  The rational, not the table,
+because a vectorised loop reads a table's coefficients with a gather each
+(twelve per N(z)), which took longer than all the arithmetic of N(z).
 
 The bachelier kernel (`normal_kernel`) needs no regions: every good row
 with sigma sqrt(t) > 0 and |d| <= MAX_Z takes its price, N(w d) and n(d)
-from one lookup of the same table (as `formulas.bachelier_parts`), in one
+from one evaluation of the same rational (as `formulas.bachelier_parts`
+from the table), in one
 loop over the whole block, and its Greeks in the loops after it.
 """
 
@@ -40,6 +46,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import formulas
+from .mills_rational import P as RHO1_P
+from .mills_rational import Q as RHO1_Q
 
 #: Rows per block: the block's temporaries stay in the L1/L2 cache.
 BLOCK = 512
@@ -136,33 +144,53 @@ def vgauss(z: float) -> float:
     return vexp(-0.5 * zz) * (1.0 - 0.5 * err)
 
 
-def build_given_n(rho1: Callable[..., float]) -> Any:
-    """N(z) from z and n(z), on the given (compiled, inlinable) table function."""
+@_jit
+def rho1_parts(a: float) -> Any:
+    """(P(a), Q(a)) of `mills_rational`: rho1(-a) = P(a)/Q(a) for 0 <= a <= MAX_Z.
+    Every coefficient is positive (Horner adds terms of one sign), and
+    nothing is looked up: a table's coefficients cost a gather each in a
+    vectorised loop, which took longer than all the arithmetic of N(z)."""
+    p = RHO1_P[10]
+    for i in range(9, -1, -1):
+        p = p * a + RHO1_P[i]
+    q = RHO1_Q[11]
+    for i in range(10, -1, -1):
+        q = q * a + RHO1_Q[i]
+    return p, q
 
-    @_jit
-    def vncdf_n(z: float, n: float) -> Any:
-        """N(z) for |z| <= MAX_Z given n = n(z): n/(rho1(-|z|) + |z|) in the
-        lower tail (two non-negative terms), 1 minus that in the upper."""
-        a = abs(z)
-        a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
-        tail = n / (rho1(-a) + a)
-        return tail if z < 0.0 else 1.0 - tail
 
-    return vncdf_n
+@_jit
+def vrho1(h: float) -> float:
+    """rho1(h) = I_1(h)/I_0(h) for -MAX_Z <= h <= 0 (`rho1_parts`)."""
+    p, q = rho1_parts(-h)
+    return p / q
 
 
-def build(vncdf_n: Callable[..., Any]) -> Any:
-    """vncdf over `build_given_n`'s function."""
+@_jit
+def vtail(a: float, n: float) -> float:
+    """N(-a) for 0 <= a <= MAX_Z given n = n(a): n/(rho1(-a) + a), both
+    terms non-negative, as n Q/(P + a Q) (`rho1_parts`)."""
+    p, q = rho1_parts(a)
+    return n * q / (p + a * q)
 
-    @_jit
-    def vncdf(z: float) -> Any:
-        """(N(z), n(z)) for |z| <= MAX_Z."""
-        a = abs(z)
-        a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
-        n = formulas.INV_SQRT_2PI * vgauss(a)
-        return vncdf_n(z, n), n
 
-    return vncdf
+@_jit
+def vncdf_n(z: float, n: float) -> float:
+    """N(z) for |z| <= MAX_Z given n = n(z): the lower tail `vtail`, or 1
+    minus it in the upper."""
+    a = abs(z)
+    a = a if a <= MAX_Z else MAX_Z  # NaN too: a number in the fit's range
+    tail = vtail(a, n)
+    return tail if z < 0.0 else 1.0 - tail
+
+
+@_jit
+def vncdf(z: float) -> Any:
+    """(N(z), n(z)) for |z| <= MAX_Z."""
+    a = abs(z)
+    a = a if a <= MAX_Z else MAX_Z  # NaN too: a number in the fit's range
+    n = formulas.INV_SQRT_2PI * vgauss(a)
+    return vncdf_n(z, n), n
 
 
 @_loop
@@ -325,14 +353,12 @@ class ModelLoops(NamedTuple):
 
 
 @cache
-def region_loops(rho1: Callable[..., float], gauss_small: Callable[..., float],
+def region_loops(gauss_small: Callable[..., float],
                  taylor_terms: Callable[..., Any]) -> RegionLoops:
-    """The region loops over the given (compiled, inlinable) table functions
+    """The region loops over the given (compiled, inlinable) series functions
     of `formulas`.  Cached, so every kernel calls the same compiled loops
     (each kernel compiled its own copies before: about 50 MiB of resident
     memory apiece)."""
-    vncdf_n = build_given_n(rho1)
-    vncdf = build(vncdf_n)
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
     terms = formulas.SMALL_T_TERMS
 
@@ -371,7 +397,7 @@ def region_loops(rho1: Callable[..., float], gauss_small: Callable[..., float],
             h = -abs(x) / s
             ratio = (u * dq) / (k * dr)
             e = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
-            r1 = rho1(h)
+            r1 = vrho1(h)
             even, odd = taylor_terms(h, half, r1, terms)
             pdf_g = inv_sqrt_2pi * vgauss(h) * gauss_small(half)
             cc = pdf_g / (r1 - h)
@@ -499,9 +525,8 @@ def model_loops(forward: bool) -> ModelLoops:
     return ModelLoops(prelude, first_order, second_order)
 
 
-def kernel(row: Callable[..., int], rho1: Callable[..., float],
-           gauss_small: Callable[..., float], taylor_terms: Callable[..., Any],
-           forward: bool = False) -> Any:
+def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
+           taylor_terms: Callable[..., Any], forward: bool = False) -> Any:
     """The bsm kernel (`forward`: the black76 kernel), with the arguments and
     results of `cpu.kernel`'s; it computes the value codes 0..size-1 of its
     output's tier, size = out.shape[0] (1: the price; 7: and the first-order
@@ -518,7 +543,7 @@ def kernel(row: Callable[..., int], rho1: Callable[..., float],
     the row kernels have, gained nothing here -- the tiers differ only in
     which loops a block calls -- and cost about 30 MiB of resident memory
     and seconds of compile time per tier.)"""
-    textbook_rows, series_rows = region_loops(rho1, gauss_small, taylor_terms)
+    textbook_rows, series_rows = region_loops(gauss_small, taylor_terms)
     prelude, first_order, second_order = model_loops(forward)
     # its own columns, after the shared ones: the rows' parts, their normal
     # integrals and prices, and one region's rows gathered
@@ -584,8 +609,8 @@ class NormalLoops(NamedTuple):
 
 
 @cache
-def normal_loops(rho1: Callable[..., float]) -> NormalLoops:
-    """The bachelier loops over the given (compiled, inlinable) table function."""
+def normal_loops() -> NormalLoops:
+    """The bachelier loops."""
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
 
     @_loop
@@ -611,21 +636,23 @@ def normal_loops(rho1: Callable[..., float]) -> NormalLoops:
     def prices(m: int, ws: Any, fs: Any, ks: Any, ds: Any, vol: Any, drs: Any, nds: Any,
                ns: Any, ps: Any) -> None:  # pragma: no cover - compiled
         """The price, N(w d) and n(d) of the block's rows, as `bachelier_row`
-        forms them: z N(z) + n(z), N(z) and n(z) at z = -|d| from one table
-        lookup (`formulas.bachelier_parts`)."""
+        forms them: z N(z) + n(z) = n(z) rho1(z) M(z), N(z) = n(z) M(z) and
+        n(z) at z = -|d|, M = 1/(rho1 + |z|) (`formulas.bachelier_parts`),
+        rho1 from `rho1_parts`."""
         for j in range(m):
             w = ws[j]
             d = ds[j]
             a = abs(d)
-            a = a if a <= MAX_Z else MAX_Z  # NaN too: the table index stays in range
-            r1 = rho1(-a)
+            a = a if a <= MAX_Z else MAX_Z  # NaN too: a number in the fit's range
+            p, q = rho1_parts(a)
             n = inv_sqrt_2pi * vgauss(a)
-            tail = n / (r1 + a)
+            mills = n / (p + a * q)  # n M / Q
+            tail = mills * q
             mm = fs[j] - ks[j]
             intrinsic = abs(mm) if w * mm > 0.0 else 0.0
             nds[j] = tail if w * d < 0.0 else 1.0 - tail
             ns[j] = n
-            ps[j] = drs[j] * (intrinsic + vol[j] * (tail * r1))
+            ps[j] = drs[j] * (intrinsic + vol[j] * (mills * p))
 
     @_loop
     def first_order(m: int, ws: Any, ts: Any, sgs: Any, rs: Any, vol: Any, drs: Any,
@@ -672,12 +699,12 @@ def normal_loops(rho1: Callable[..., float]) -> NormalLoops:
     return NormalLoops(prelude, prices, first_order, second_order)
 
 
-def normal_kernel(row: Callable[..., int], rho1: Callable[..., float]) -> Any:
+def normal_kernel(row: Callable[..., int]) -> Any:
     """The bachelier kernel, with the arguments and results of `kernel`'s:
     one pass of vectorised loops over each block (no regions to gather: a
     row is priced by the loops, or by the row function `row` when it is
     bad, at a limit (s = 0) or in the far tail, |d| > MAX_Z)."""
-    prelude, prices, first_order, second_order = normal_loops(rho1)
+    prelude, prices, first_order, second_order = normal_loops()
     d, vol, dr, nd, n, price = range(7, 13)  # its own columns, after the shared ones
 
     @_loop
