@@ -9,8 +9,9 @@ into loops simple enough to vectorise: the row's log, discount factors and
 total volatility for every row; then the rows of the textbook region, and
 those of the short series (`formulas`, module docstring), each as its own
 loop over the block's rows of that region (picked without a branch per row,
-gathered into columns of their own unless the whole block is of that
-region); the first-order Greeks as one more loop, and the higher orders,
+moved into columns of their own unless the whole block is of that region:
+by AVX-512 compress and expand where the CPU has them, `simd`, else by
+index gathers); the first-order Greeks as one more loop, and the higher orders,
 when asked for, as another; then every other row (a bad row,
 a limit, the far tails, the asymptotic branch) through the scalar row
 function of `formulas`, so each row has exactly the value and error code the
@@ -45,7 +46,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from . import formulas
+from . import formulas, simd
 from .mills_rational import P as RHO1_P
 from .mills_rational import Q as RHO1_Q
 
@@ -219,17 +220,37 @@ def pick(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cove
 
 
 @_loop
-def gather(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
-    """dst[:c] = src at the picked rows."""
+def gather(m: int, c: int, region: Any, code: int, picked: Any, src: Any,
+           dst: Any) -> None:  # pragma: no cover - compiled
+    """dst[:c] = src at the picked rows (the signature of `simd.compress`)."""
     for a in range(c):
         dst[a] = src[picked[a]]
 
 
 @_loop
-def scatter(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
-    """dst at the picked rows = src[:c]."""
+def scatter(m: int, c: int, region: Any, code: int, picked: Any, src: Any,
+            dst: Any) -> None:  # pragma: no cover - compiled
+    """dst at the picked rows = src[:c] (the signature of `simd.expand`)."""
     for a in range(c):
         dst[picked[a]] = src[a]
+
+
+@_loop
+def gather_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
+                dsts: Any) -> None:  # pragma: no cover - compiled
+    """f[dsts[i], :c] = f[srcs[i]] at the picked rows, for every i (the
+    signature of `simd.compress_rows`)."""
+    for i in range(len(srcs)):
+        gather(m, c, region, code, picked, f[srcs[i]], f[dsts[i]])
+
+
+@_loop
+def scatter_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
+                 dsts: Any) -> None:  # pragma: no cover - compiled
+    """f[dsts[i]] at the picked rows = f[srcs[i], :c], for every i (the
+    signature of `simd.expand_rows`)."""
+    for i in range(len(srcs)):
+        scatter(m, c, region, code, picked, f[srcs[i]], f[dsts[i]])
 
 
 @_loop
@@ -319,9 +340,10 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
             lo = b * BLOCK
             m = min(BLOCK, n - lo)
             hi = lo + m
-            f = np.empty((columns, m))
+            # (slack after the m rows for simd's 8-row loads and stores)
+            f = np.empty((columns, m + simd.LANES))
             ots = np.empty(m, np.int8)
-            region = np.empty(m, np.int8)  # TEXTBOOK, SERIES or ROW
+            region = np.empty(m + simd.LANES, np.int8)  # TEXTBOOK, SERIES or ROW
             load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, f[U], f[K],
                        f[T], f[SIGMA], f[R], f[Q], f[W])
             price_block(m, f, ots, region)
@@ -526,7 +548,8 @@ def model_loops(forward: bool) -> ModelLoops:
 
 
 def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
-           taylor_terms: Callable[..., Any], forward: bool = False) -> Any:
+           taylor_terms: Callable[..., Any], forward: bool = False,
+           compress: bool = simd.AVAILABLE) -> Any:
     """The bsm kernel (`forward`: the black76 kernel), with the arguments and
     results of `cpu.kernel`'s; it computes the value codes 0..size-1 of its
     output's tier, size = out.shape[0] (1: the price; 7: and the first-order
@@ -542,13 +565,22 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
     the driver both vectorised kernels share.  (A tier fixed at compile time, as
     the row kernels have, gained nothing here -- the tiers differ only in
     which loops a block calls -- and cost about 30 MiB of resident memory
-    and seconds of compile time per tier.)"""
+    and seconds of compile time per tier.)  `compress`: move a region's rows
+    by AVX-512 compress and expand (`simd`; the default where the CPU has
+    them) rather than by index gathers and scatters -- the same values."""
     textbook_rows, series_rows = region_loops(gauss_small, taylor_terms)
     prelude, first_order, second_order = model_loops(forward)
+    # a region's rows moved out and back by AVX-512 compress and expand, or
+    # by index gathers and scatters (`simd`)
+    select, move_out, move_back = ((simd.count, simd.compress_rows, simd.expand_rows)
+                                   if compress else (pick, gather_rows, scatter_rows))
     # its own columns, after the shared ones: the rows' parts, their normal
     # integrals and prices, and one region's rows gathered
     x, vol, dq, dr, nd1, nd2, n1, price = range(7, 15)
     g_w, g_u, g_k, g_x, g_s, g_dq, g_dr, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
+    # a region's inputs out to its columns, its results back
+    outward = (W, U, K, x, vol, dq, dr), (g_w, g_u, g_k, g_x, g_s, g_dq, g_dr)
+    back = (g_nd1, g_nd2, g_n1, g_price), (nd1, nd2, n1, price)
 
     @_loop
     def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
@@ -560,14 +592,12 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
                 region)
         picked = np.empty(m, np.uint64)  # unsigned: no wraparound test
         for code in (TEXTBOOK, SERIES):
-            c = pick(m, region, code, picked)
+            c = select(m, region, code, picked)
             if c == 0:
                 continue
             whole = c == m
             if not whole:
-                for src, dst in ((W, g_w), (U, g_u), (K, g_k), (x, g_x), (vol, g_s),
-                                 (dq, g_dq), (dr, g_dr)):
-                    gather(c, picked, f[src], f[dst])
+                move_out(m, c, region, code, picked, f, outward[0], outward[1])
             # the rows' columns: in place, or the gathered ones
             cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice = (
                 (f[W], f[U], f[K], f[x], f[vol], f[dq], f[dr], f[nd1], f[nd2], f[n1], f[price])
@@ -579,8 +609,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
             else:
                 series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice)
             if not whole:
-                for src, dst in ((g_nd1, nd1), (g_nd2, nd2), (g_n1, n1), (g_price, price)):
-                    scatter(c, picked, f[src], f[dst])
+                move_back(m, c, region, code, picked, f, back[0], back[1])
 
     @_loop
     def first_block(m: int, f: Any, out: Any, lo: int, hi: int) -> None:  # pragma: no cover
