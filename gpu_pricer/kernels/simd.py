@@ -78,13 +78,53 @@ def _count(builder: Any, mask: Any) -> Any:
     return builder.zext(builder.call(popcount, [builder.bitcast(mask, _I8)]), _I64)
 
 
-def _row_element(context: Any, builder: Any, fty: Any, f: Any, row: Any, col: Any) -> Any:
-    """Pointer to f[row, col] of a 2-d array (no bounds or wraparound check)."""
+def _row_vector(context: Any, builder: Any, fty: Any, f: Any, row: Any, col: Any) -> Any:
+    """Pointer to the 8 values f[row, col:col+8] of a 2-d array (no bounds or
+    wraparound check)."""
     a = make_array(fty)(context, builder, value=f)
     shape = cgutils.unpack_tuple(builder, a.shape)
     strides = cgutils.unpack_tuple(builder, a.strides)
-    return cgutils.get_item_pointer2(context, builder, a.data, shape, strides, fty.layout,
-                                     [row, col])
+    ptr = cgutils.get_item_pointer2(context, builder, a.data, shape, strides, fty.layout,
+                                    [row, col])
+    return builder.bitcast(ptr, _V8F64.as_pointer())
+
+
+def _move(expand: bool) -> Any:
+    """The code of `compress_rows8`, or of `expand_rows8` (`expand`): one mask
+    from the region codes, then per column an 8-lane load, the register-form
+    compress or expand, and a plain store (compress: the lanes past the count
+    land in the slack) or a masked store (expand: the other rows untouched)."""
+    which = "expand" if expand else "compress"
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        fty, _, _, regt = signature.args[:4]
+        f, srcs, dsts, region, j, c, code, rem = args
+        mask = _mask(context, builder, regt, region, j, code, rem)
+        move = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_V8F64, [_V8F64, _V8F64, _MASK]),
+            f"llvm.x86.avx512.mask.{which}.v8f64")
+        masked_store = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [_V8F64, _V8F64.as_pointer(), _I32, _MASK]),
+            "llvm.masked.store.v8f64.p0")
+        read_at, write_at = (c, j) if expand else (j, c)
+        for i in range(signature.args[1].count):
+            src = _row_vector(context, builder, fty, f, builder.extract_value(srcs, i), read_at)
+            moved = builder.call(move, [builder.load(src, align=8), ir.Constant(_V8F64, None),
+                                        mask])
+            dst = _row_vector(context, builder, fty, f, builder.extract_value(dsts, i), write_at)
+            if expand:
+                builder.call(masked_store, [moved, dst, ir.Constant(_I32, 8), mask])
+            else:
+                builder.store(moved, dst, align=8)
+        return _count(builder, mask)
+
+    return codegen
+
+
+def _signature(f: Any, srcs: Any, dsts: Any, region: Any) -> Any:
+    return types.int64(f, srcs, dsts, region, types.int64, types.int64, types.int64,
+                       types.int64)
 
 
 @intrinsic
@@ -92,28 +132,7 @@ def compress_rows8(typingctx: Any, f: Any, srcs: Any, dsts: Any, region: Any, j:
                    code: Any, rem: Any) -> Any:
     """For each i: f[dsts[i], c:c+k] = f[srcs[i], j + l] for the k lanes l < rem with
     region[j + l] == code, in order; returns k."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fty, _, _, regt = signature.args[:4]
-        ff, ss, dd, reg, jj, cc, cd, rm = args
-        mask = _mask(context, builder, regt, reg, jj, cd, rm)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V8F64, [_V8F64, _V8F64, _MASK]),
-            "llvm.x86.avx512.mask.compress.v8f64")
-        for i in range(signature.args[1].count):
-            src = builder.bitcast(_row_element(context, builder, fty, ff,
-                                               builder.extract_value(ss, i), jj),
-                                  _V8F64.as_pointer())
-            packed = builder.call(fn, [builder.load(src, align=8), ir.Constant(_V8F64, None),
-                                       mask])
-            dst = builder.bitcast(_row_element(context, builder, fty, ff,
-                                               builder.extract_value(dd, i), cc),
-                                  _V8F64.as_pointer())
-            builder.store(packed, dst, align=8)
-        return _count(builder, mask)
-
-    return types.int64(f, srcs, dsts, region, types.int64, types.int64, types.int64,
-                       types.int64), codegen
+    return _signature(f, srcs, dsts, region), _move(expand=False)
 
 
 @intrinsic
@@ -121,32 +140,7 @@ def expand_rows8(typingctx: Any, f: Any, srcs: Any, dsts: Any, region: Any, j: A
                  code: Any, rem: Any) -> Any:
     """`compress_rows8` undone: f[dsts[i], j + l] = the next of f[srcs[i], c:] for
     each lane l < rem with region[j + l] == code; returns how many."""
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fty, _, _, regt = signature.args[:4]
-        ff, ss, dd, reg, jj, cc, cd, rm = args
-        mask = _mask(context, builder, regt, reg, jj, cd, rm)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V8F64, [_V8F64, _V8F64, _MASK]),
-            "llvm.x86.avx512.mask.expand.v8f64")
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_V8F64, _V8F64.as_pointer(), _I32,
-                                                            _MASK]),
-            "llvm.masked.store.v8f64.p0")
-        for i in range(signature.args[1].count):
-            src = builder.bitcast(_row_element(context, builder, fty, ff,
-                                               builder.extract_value(ss, i), cc),
-                                  _V8F64.as_pointer())
-            spread = builder.call(fn, [builder.load(src, align=8), ir.Constant(_V8F64, None),
-                                       mask])
-            dst = builder.bitcast(_row_element(context, builder, fty, ff,
-                                               builder.extract_value(dd, i), jj),
-                                  _V8F64.as_pointer())
-            builder.call(store, [spread, dst, ir.Constant(_I32, 8), mask])
-        return _count(builder, mask)
-
-    return types.int64(f, srcs, dsts, region, types.int64, types.int64, types.int64,
-                       types.int64), codegen
+    return _signature(f, srcs, dsts, region), _move(expand=True)
 
 
 _loop = njit(nogil=True, error_model="numpy")
@@ -162,21 +156,22 @@ def count(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cov
     return c
 
 
-@_loop
-def compress_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
-                  dsts: Any) -> None:  # pragma: no cover - compiled
-    """f[dsts[i], :c] = f[srcs[i]]'s rows j < m with region[j] == code, for every i."""
-    done = 0
-    for j in range(0, m, LANES):
-        done += compress_rows8(f, srcs, dsts, region, j, done, code,  # type: ignore[call-arg]
-                               m - j)
+def _rows(step8: Any) -> Any:
+    """The loop over a block's rows, eight at a time, of `compress_rows8` or
+    `expand_rows8`, with the signature of the index path's `vector.gather_rows`
+    (`c` and `picked` unused)."""
+
+    @_loop
+    def rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
+             dsts: Any) -> None:  # pragma: no cover - compiled
+        done = 0
+        for j in range(0, m, LANES):
+            done += step8(f, srcs, dsts, region, j, done, code, m - j)
+
+    return rows
 
 
-@_loop
-def expand_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
-                dsts: Any) -> None:  # pragma: no cover - compiled
-    """`compress_rows` undone."""
-    done = 0
-    for j in range(0, m, LANES):
-        done += expand_rows8(f, srcs, dsts, region, j, done, code,  # type: ignore[call-arg]
-                             m - j)
+#: f[dsts[i], :c] = f[srcs[i]]'s rows j < m with region[j] == code, for every i.
+compress_rows = _rows(compress_rows8)
+#: `compress_rows` undone: f[srcs[i], :c] back to f[dsts[i]]'s rows of the region.
+expand_rows = _rows(expand_rows8)

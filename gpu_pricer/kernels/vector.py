@@ -220,17 +220,15 @@ def pick(m: int, region: Any, code: int, picked: Any) -> int:  # pragma: no cove
 
 
 @_loop
-def gather(m: int, c: int, region: Any, code: int, picked: Any, src: Any,
-           dst: Any) -> None:  # pragma: no cover - compiled
-    """dst[:c] = src at the picked rows (the signature of `simd.compress`)."""
+def gather(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst[:c] = src at the picked rows."""
     for a in range(c):
         dst[a] = src[picked[a]]
 
 
 @_loop
-def scatter(m: int, c: int, region: Any, code: int, picked: Any, src: Any,
-            dst: Any) -> None:  # pragma: no cover - compiled
-    """dst at the picked rows = src[:c] (the signature of `simd.expand`)."""
+def scatter(c: int, picked: Any, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
+    """dst at the picked rows = src[:c]."""
     for a in range(c):
         dst[picked[a]] = src[a]
 
@@ -238,19 +236,18 @@ def scatter(m: int, c: int, region: Any, code: int, picked: Any, src: Any,
 @_loop
 def gather_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
                 dsts: Any) -> None:  # pragma: no cover - compiled
-    """f[dsts[i], :c] = f[srcs[i]] at the picked rows, for every i (the
-    signature of `simd.compress_rows`)."""
+    """f[dsts[i], :c] = f[srcs[i]] at the picked rows, for every i: `gather`
+    under the signature of `simd.compress_rows`."""
     for i in range(len(srcs)):
-        gather(m, c, region, code, picked, f[srcs[i]], f[dsts[i]])
+        gather(c, picked, f[srcs[i]], f[dsts[i]])
 
 
 @_loop
 def scatter_rows(m: int, c: int, region: Any, code: int, picked: Any, f: Any, srcs: Any,
                  dsts: Any) -> None:  # pragma: no cover - compiled
-    """f[dsts[i]] at the picked rows = f[srcs[i], :c], for every i (the
-    signature of `simd.expand_rows`)."""
+    """`gather_rows` undone, under the signature of `simd.expand_rows`."""
     for i in range(len(srcs)):
-        scatter(m, c, region, code, picked, f[srcs[i]], f[dsts[i]])
+        scatter(c, picked, f[srcs[i]], f[dsts[i]])
 
 
 @_loop
@@ -575,7 +572,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
     select, move_out, move_back = ((simd.count, simd.compress_rows, simd.expand_rows)
                                    if compress else (pick, gather_rows, scatter_rows))
     # its own columns, after the shared ones: the rows' parts, their normal
-    # integrals and prices, and one region's rows gathered
+    # integrals and prices, and one region's rows moved out
     x, vol, dq, dr, nd1, nd2, n1, price = range(7, 15)
     g_w, g_u, g_k, g_x, g_s, g_dq, g_dr, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
     # a region's inputs out to its columns, its results back
