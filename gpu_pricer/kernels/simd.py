@@ -11,8 +11,9 @@ no way to ask for them, so `compress_rows8` and `expand_rows8` emit them as
 LLVM intrinsics, eight rows at a time and every column of the move with one
 mask, in their register forms (the memory form of compress is microcoded
 and slow on Zen 4), followed by a plain 8-lane store (compress) or a masked
-store (expand).  In-process A/B on this machine: the bsm and black76
-kernels 3% to 5.5% faster, every value the same to the bit.
+store (expand).  In-process A/B on this machine, against the index path:
+the bsm and black76 kernels take 3% to 9% less time by tier, every value
+the same to the bit.
 
 `AVAILABLE` says whether the host CPU has AVX-512F and Numba compiles for
 it; the kernels use these functions only then, and the index gathers
