@@ -80,8 +80,11 @@ def _probe(name: str) -> BackendStatus:
             import numba  # noqa: PLC0415
         except ImportError as exc:
             return BackendStatus(name, False, f"numba not installed ({exc})")
+        from .kernels import simd  # noqa: PLC0415
+
+        moves = "AVX-512 compress" if simd.AVAILABLE else "index gathers (no AVX-512)"
         return BackendStatus(name, True, f"numba {numba.__version__}, {numba.get_num_threads()} "
-                             "threads")
+                             f"threads; region rows moved by {moves}")
     if name == "cupy":
         try:
             import cupy  # noqa: PLC0415

@@ -58,6 +58,10 @@ def test_backends_report_here() -> None:
     status = gp.backends()
     assert set(status) == {"numpy", "numba", "cupy", "numba-cuda"}
     assert status["numpy"].available and status["numba"].available
+    # how the vectorised kernels move a region's rows on this CPU, said where
+    # /v1/info and the bench show the backends
+    from gpu_pricer.kernels import simd
+    assert ("AVX-512 compress" in status["numba"].reason) == simd.AVAILABLE
     if not SIMULATED and not gpu_device():
         # no GPU driver here (CI): the fallback a user meets with cupy installed
         assert not status["cupy"].available
