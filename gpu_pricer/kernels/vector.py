@@ -356,7 +356,7 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
 
 class RegionLoops(NamedTuple):
     """N(d1), N(d2), n(d1) and the price of one region's rows (the same for
-    every model and tier: built once per table function)."""
+    every model and tier: built once per pair of series functions)."""
 
     textbook_rows: Any
     series_rows: Any
@@ -581,13 +581,15 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
 
     @_loop
     def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
-        """The block's regions and prices: each region's rows gathered into
+        """The block's regions and prices: each region's rows moved into
         unit-stride columns (unless the whole block is of that region),
-        priced by a loop of its own that the compiler vectorises, and
-        scattered back."""
+        priced by a loop of its own that the compiler vectorises, and moved
+        back."""
         prelude(m, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[x], f[vol], f[dq], f[dr],
                 region)
-        picked = np.empty(m, np.uint64)  # unsigned: no wraparound test
+        # the index path's picked rows (unsigned: no wraparound test); the
+        # compress needs none
+        picked = np.empty(0 if compress else m, np.uint64)
         for code in (TEXTBOOK, SERIES):
             c = select(m, region, code, picked)
             if c == 0:
@@ -595,7 +597,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
             whole = c == m
             if not whole:
                 move_out(m, c, region, code, picked, f, outward[0], outward[1])
-            # the rows' columns: in place, or the gathered ones
+            # the rows' columns: in place, or the moved ones
             cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice = (
                 (f[W], f[U], f[K], f[x], f[vol], f[dq], f[dr], f[nd1], f[nd2], f[n1], f[price])
                 if whole else
