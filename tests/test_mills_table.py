@@ -28,6 +28,7 @@ def test_the_vector_kernels_rational_rho1_is_accurate_to_a_few_ulps() -> None:
     from gpu_pricer.kernels import mills_rational, vector
 
     assert min(mills_rational.P + mills_rational.Q) > 0.0
+    assert mills_rational.SPAN >= vector.MAX_Z  # the fit covers every |z| the kernels clamp to
     vrho1 = vector.vrho1
 
     @njit
