@@ -258,20 +258,23 @@ def copy(m: int, src: Any, dst: Any) -> None:  # pragma: no cover - compiled
 
 
 @_loop
-def load_block(otype: Any, und: Any, strike: Any, t: Any, sigma: Any, r: Any, q: Any,
-               steps: Any, lo: int, m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any,
-               rs: Any, qs: Any, ws: Any) -> None:  # pragma: no cover - compiled
-    """A block's rows lo..lo+m-1 of the seven inputs into its columns (`load`),
-    and each row's sign w: 1 for a call, -1 otherwise."""
-    load(otype, lo, steps[0], m, ots)
-    load(und, lo, steps[1], m, us)
-    load(strike, lo, steps[2], m, ks)
-    load(t, lo, steps[3], m, ts)
-    load(sigma, lo, steps[4], m, sgs)
-    load(r, lo, steps[5], m, rs)
-    load(q, lo, steps[6], m, qs)
+def load_types(otype: Any, lo: int, step: int, m: int, ots: Any,
+               ws: Any) -> None:  # pragma: no cover - compiled
+    """A block's option types into `ots` (`load`), and each row's sign w: 1 for
+    a call, -1 otherwise."""
+    load(otype, lo, step, m, ots)
     for j in range(m):
         ws[j] = 1.0 if ots[j] == 1 else -1.0
+
+
+@_jit
+def source(src: Any, lo: int, step: int, m: int, spare: Any) -> Any:  # pragma: no cover
+    """A block's rows lo..lo+m-1 of an input, indexed from 0: a slice of it
+    (step 1), or `spare` filled with its one value (step 0)."""
+    if step == 1:
+        return src[lo:lo + m]
+    load(src, lo, step, m, spare)
+    return spare[:m]
 
 
 @cache
@@ -314,11 +317,17 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
            higher_block: Any, rest: Any) -> Any:
     """The parallel loop over blocks of BLOCK rows that both vectorised
     kernels run, with the arguments and results of `cpu.kernel`'s: each
-    block gets a scratch array of `columns` columns, its inputs loaded into
-    the first seven (`load_block`), then
+    block gets a scratch array of `columns` columns, its option types and
+    signs loaded (`load_types`), then
 
-    - ``price_block(m, f, ots, region)``: the rows' prices into column
-      `price_column` and every row's region (ROW for the row function);
+    - ``price_block(m, f, ots, region, su, sk, st, ssg, sr, sq)``, given the
+      block's rows of the six float inputs (`source`: slices of the inputs,
+      not copies): their values, widened to float64, into the first six
+      columns -- in the model's prelude, whose arithmetic overlaps the reads
+      from memory (a copy loop of its own before the prelude waited on them:
+      10-15% of the kernel's time at a million rows) -- the rows' prices
+      into column `price_column` and every row's region (ROW for the row
+      function);
     - ``first_block(m, f, out, lo, hi)`` and ``higher_block(...)``, when the
       output's tier asks for them: the first-order Greeks (value codes 1-6)
       and the higher orders (7-13) into the block's slices of the output;
@@ -341,9 +350,15 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
             f = np.empty((columns, m + simd.LANES))
             ots = np.empty(m, np.int8)
             region = np.empty(m + simd.LANES, np.int8)  # TEXTBOOK, SERIES or ROW
-            load_block(otype, und, strike, t, sigma, r, q, steps, lo, m, ots, f[U], f[K],
-                       f[T], f[SIGMA], f[R], f[Q], f[W])
-            price_block(m, f, ots, region)
+            # the broadcast scalars' rows (none in a book of arrays)
+            spare = np.empty((6, m if steps[1:].min() == 0 else 0), und.dtype)
+            load_types(otype, lo, steps[0], m, ots, f[W])
+            price_block(m, f, ots, region, source(und, lo, steps[1], m, spare[0]),
+                        source(strike, lo, steps[2], m, spare[1]),
+                        source(t, lo, steps[3], m, spare[2]),
+                        source(sigma, lo, steps[4], m, spare[3]),
+                        source(r, lo, steps[5], m, spare[4]),
+                        source(q, lo, steps[6], m, spare[5]))
             copy(m, f[price_column], out[0, lo:hi])
             if size > first:
                 first_block(m, f, out, lo, hi)
@@ -442,21 +457,33 @@ def model_loops(forward: bool) -> ModelLoops:
     asym = formulas.ASYMPTOTIC_D1
 
     @_loop
-    def prelude(m: int, ots: Any, us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
-                xs: Any, vol: Any, dqs: Any, drs: Any,
-                region: Any) -> None:  # pragma: no cover - compiled
-        """Every row's log-moneyness x, total vol s, discount factors (garbage
+    def prelude(m: int, ots: Any, su: Any, sk: Any, st: Any, ssg: Any, sr: Any, sq: Any,
+                us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any, xs: Any, vol: Any,
+                dqs: Any, drs: Any, region: Any) -> None:  # pragma: no cover - compiled
+        """The block's inputs (`source`) into its columns, widened to float64;
+        every row's log-moneyness x, total vol s, discount factors (garbage
         for a row the row function will price), then its region."""
         for j in range(m):
-            tt = ts[j]
-            dr = vexp(-rs[j] * tt)
+            u = np.float64(su[j])
+            k = np.float64(sk[j])
+            tt = np.float64(st[j])
+            sg = np.float64(ssg[j])
+            rr = np.float64(sr[j])
+            qq = np.float64(sq[j])
+            us[j] = u
+            ks[j] = k
+            ts[j] = tt
+            sgs[j] = sg
+            rs[j] = rr
+            qs[j] = qq
+            dr = vexp(-rr * tt)
             if forward:  # the forward's discount factor is the strike's: one exp
-                xs[j] = vlog(us[j] / ks[j])
+                xs[j] = vlog(u / k)
                 dqs[j] = dr
             else:
-                xs[j] = vlog(us[j] / ks[j]) + (rs[j] - qs[j]) * tt
-                dqs[j] = vexp(-qs[j] * tt)
-            vol[j] = sgs[j] * math.sqrt(tt)
+                xs[j] = vlog(u / k) + (rr - qq) * tt
+                dqs[j] = vexp(-qq * tt)
+            vol[j] = sg * math.sqrt(tt)
             drs[j] = dr
         for j in range(m):
             u = us[j]
@@ -580,13 +607,14 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
     back = (g_nd1, g_nd2, g_n1, g_price), (nd1, nd2, n1, price)
 
     @_loop
-    def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
-        """The block's regions and prices: each region's rows moved into
-        unit-stride columns (unless the whole block is of that region),
-        priced by a loop of its own that the compiler vectorises, and moved
-        back."""
-        prelude(m, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[x], f[vol], f[dq], f[dr],
-                region)
+    def price_block(m: int, f: Any, ots: Any, region: Any, su: Any, sk: Any, st: Any,
+                    ssg: Any, sr: Any, sq: Any) -> None:  # pragma: no cover
+        """The block's inputs, regions and prices (`blocks`): each region's
+        rows moved into unit-stride columns (unless the whole block is of
+        that region), priced by a loop of its own that the compiler
+        vectorises, and moved back."""
+        prelude(m, ots, su, sk, st, ssg, sr, sq, f[U], f[K], f[T], f[SIGMA], f[R], f[Q],
+                f[x], f[vol], f[dq], f[dr], region)
         # the index path's picked rows (unsigned: no wraparound test); the
         # compress needs none
         picked = np.empty(0 if compress else m, np.uint64)
@@ -642,18 +670,30 @@ def normal_loops() -> NormalLoops:
     inv_sqrt_2pi = formulas.INV_SQRT_2PI
 
     @_loop
-    def prelude(m: int, ots: Any, fs: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any,
-                ds: Any, vol: Any, drs: Any, region: Any) -> None:  # pragma: no cover
-        """Every row's d = (F - K)/s, total vol s = sigma sqrt(t) and discount
+    def prelude(m: int, ots: Any, sf: Any, sk: Any, st: Any, ssg: Any, sr: Any, sq: Any,
+                fs: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any, ds: Any, vol: Any,
+                drs: Any, region: Any) -> None:  # pragma: no cover
+        """The block's inputs (`source`) into its columns, widened to float64;
+        every row's d = (F - K)/s, total vol s = sigma sqrt(t) and discount
         factor (garbage for a row the row function will price), then its
         region: TEXTBOOK for a good row with s > 0 and |d| <= MAX_Z (so n(d)
         is a normal number), ROW otherwise."""
         for j in range(m):
-            tt = ts[j]
-            s = sgs[j] * math.sqrt(tt)
+            fw = np.float64(sf[j])
+            k = np.float64(sk[j])
+            tt = np.float64(st[j])
+            sg = np.float64(ssg[j])
+            rr = np.float64(sr[j])
+            fs[j] = fw
+            ks[j] = k
+            ts[j] = tt
+            sgs[j] = sg
+            rs[j] = rr
+            qs[j] = np.float64(sq[j])
+            s = sg * math.sqrt(tt)
             vol[j] = s
-            ds[j] = (fs[j] - ks[j]) / s
-            drs[j] = vexp(-rs[j] * tt)
+            ds[j] = (fw - k) / s
+            drs[j] = vexp(-rr * tt)
         for j in range(m):
             usable = ((ots[j] >= 0) & (abs(fs[j]) < BIG) & (abs(ks[j]) < BIG) & (vol[j] > 0.0)
                       & (vol[j] < BIG) & (abs(rs[j] * ts[j]) < MAX_RATE_T) & (qs[j] == 0.0)
@@ -736,8 +776,10 @@ def normal_kernel(row: Callable[..., int]) -> Any:
     d, vol, dr, nd, n, price = range(7, 13)  # its own columns, after the shared ones
 
     @_loop
-    def price_block(m: int, f: Any, ots: Any, region: Any) -> None:  # pragma: no cover
-        prelude(m, ots, f[U], f[K], f[T], f[SIGMA], f[R], f[Q], f[d], f[vol], f[dr], region)
+    def price_block(m: int, f: Any, ots: Any, region: Any, sf: Any, sk: Any, st: Any,
+                    ssg: Any, sr: Any, sq: Any) -> None:  # pragma: no cover
+        prelude(m, ots, sf, sk, st, ssg, sr, sq, f[U], f[K], f[T], f[SIGMA], f[R], f[Q],
+                f[d], f[vol], f[dr], region)
         prices(m, f[W], f[U], f[K], f[d], f[vol], f[dr], f[nd], f[n], f[price])
 
     @_loop
