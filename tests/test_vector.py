@@ -295,8 +295,8 @@ def test_vector_kernel_broadcasts_as_whole_columns() -> None:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-@pytest.mark.parametrize("model", ["bsm", "black76", "bachelier"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("model", "dtype"), [("bsm", "float64"), ("black76", "float64"),
+                                               ("bachelier", "float32")])
 def test_vector_kernel_reads_strided_inputs_as_contiguous_ones(model: str, dtype: str) -> None:
     """The kernel reads each block's rows straight from the caller's arrays
     (`vector.source`): strided views (every other element of a longer

@@ -397,39 +397,38 @@ def region_loops(gauss_small: Callable[..., float],
     terms = formulas.SMALL_T_TERMS
 
     @_loop
-    def textbook_rows(c: int, cw: Any, cu: Any, ck: Any, cx: Any, cs: Any, cdq: Any,
-                      cdr: Any, c_nd1: Any, c_nd2: Any, c_n1: Any,
+    def textbook_rows(c: int, cw: Any, cfu: Any, cfk: Any, cx: Any, cs: Any,
+                      c_nd1: Any, c_nd2: Any, c_n1: Any,
                       c_price: Any) -> None:  # pragma: no cover - compiled
-        """N(d1), N(d2), n(d1) and the price of textbook-region rows."""
+        """N(d1), N(d2), n(d1) and the price of textbook-region rows, given
+        their sign w, fu = S e^(-qt), fk = K e^(-rt), x and s."""
         for a in range(c):
             w = cw[a]
             s = cs[a]
             d1 = cx[a] / s + 0.5 * s
             nd1, n1 = vncdf(w * d1)
             # n(d2) = n(d1) e^x = n(d1) S dq / (K dr): no second exp
-            nd2 = vncdf_n(w * (d1 - s), n1 * (cu[a] * cdq[a]) / (ck[a] * cdr[a]))
+            nd2 = vncdf_n(w * (d1 - s), n1 * cfu[a] / cfk[a])
             c_nd1[a] = nd1
             c_nd2[a] = nd2
             c_n1[a] = n1
-            c_price[a] = w * (cu[a] * cdq[a] * nd1 - ck[a] * cdr[a] * nd2)
+            c_price[a] = w * (cfu[a] * nd1 - cfk[a] * nd2)
 
     @_loop
-    def series_rows(c: int, cw: Any, cu: Any, ck: Any, cx: Any, cs: Any, cdq: Any,
-                    cdr: Any, c_nd1: Any, c_nd2: Any, c_n1: Any,
+    def series_rows(c: int, cw: Any, cfu: Any, cfk: Any, cx: Any, cs: Any,
+                    c_nd1: Any, c_nd2: Any, c_n1: Any,
                     c_price: Any) -> None:  # pragma: no cover - compiled
         """The same for short-series rows (formulas.black_parts' series, as
         lognormal_row turns it into N(d1), N(d2), n(d1) and the price)."""
         for a in range(c):
-            u = cu[a]
-            k = ck[a]
+            fu = cfu[a]
+            fk = cfk[a]
             w = cw[a]
             s = cs[a]
-            dq = cdq[a]
-            dr = cdr[a]
             x = cx[a]
             half = 0.5 * s
             h = -abs(x) / s
-            ratio = (u * dq) / (k * dr)
+            ratio = fu / fk
             e = math.sqrt(ratio if x > 0.0 else 1.0 / ratio)
             r1 = vrho1(h)
             even, odd = taylor_terms(h, half, r1, terms)
@@ -441,11 +440,11 @@ def region_loops(gauss_small: Callable[..., float],
             n_a = pdf_g * e  # n(h + t), as the row kernel forms it
             up = x > 0.0
             call = w > 0.0
-            intrinsic = w * (u * dq - k * dr) if w * x > 0.0 else 0.0
+            intrinsic = w * (fu - fk) if w * x > 0.0 else 0.0
             c_n1[a] = n_a / (e * e) if up else n_a
             c_nd1[a] = (1.0 - pb if call else pb) if up else (pa if call else 1.0 - pa)
             c_nd2[a] = (1.0 - pa if call else pa) if up else (pb if call else 1.0 - pb)
-            c_price[a] = intrinsic + (dr * k * e * bb if up else dr * k * bb / e)
+            c_price[a] = intrinsic + (fk * e * bb if up else fk * bb / e)
 
     return RegionLoops(textbook_rows, series_rows)
 
@@ -459,10 +458,14 @@ def model_loops(forward: bool) -> ModelLoops:
     @_loop
     def prelude(m: int, ots: Any, su: Any, sk: Any, st: Any, ssg: Any, sr: Any, sq: Any,
                 us: Any, ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any, xs: Any, vol: Any,
-                dqs: Any, drs: Any, region: Any) -> None:  # pragma: no cover - compiled
+                dqs: Any, drs: Any, fus: Any, fks: Any,
+                region: Any) -> None:  # pragma: no cover - compiled
         """The block's inputs (`source`) into its columns, widened to float64;
-        every row's log-moneyness x, total vol s, discount factors (garbage
-        for a row the row function will price), then its region."""
+        every row's log-moneyness x, total vol s, discount factors dq and
+        dr (garbage for a row the row function will price); then its region
+        and the products fu = S dq and fk = K dr the region loops take (in
+        the second loop: stored in the first, they cost more than they
+        saved, as if that loop had stopped vectorising)."""
         for j in range(m):
             u = np.float64(su[j])
             k = np.float64(sk[j])
@@ -479,10 +482,11 @@ def model_loops(forward: bool) -> ModelLoops:
             dr = vexp(-rr * tt)
             if forward:  # the forward's discount factor is the strike's: one exp
                 xs[j] = vlog(u / k)
-                dqs[j] = dr
+                dq = dr
             else:
                 xs[j] = vlog(u / k) + (rr - qq) * tt
-                dqs[j] = vexp(-qq * tt)
+                dq = vexp(-qq * tt)
+            dqs[j] = dq
             vol[j] = sg * math.sqrt(tt)
             drs[j] = dr
         for j in range(m):
@@ -490,6 +494,8 @@ def model_loops(forward: bool) -> ModelLoops:
             k = ks[j]
             tt = ts[j]
             ratio = u / k
+            fus[j] = u * dqs[j]
+            fks[j] = k * drs[j]
             s = vol[j]
             half = 0.5 * s
             h = -abs(xs[j]) / s
@@ -601,9 +607,11 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
     # its own columns, after the shared ones: the rows' parts, their normal
     # integrals and prices, and one region's rows moved out
     x, vol, dq, dr, nd1, nd2, n1, price = range(7, 15)
-    g_w, g_u, g_k, g_x, g_s, g_dq, g_dr, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
-    # a region's inputs out to its columns, its results back
-    outward = (W, U, K, x, vol, dq, dr), (g_w, g_u, g_k, g_x, g_s, g_dq, g_dr)
+    g_w, g_fu, g_fk, g_x, g_s, fu, fk, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
+    # a region's inputs out to its columns (five: S e^(-qt) and K e^(-rt)
+    # rather than their four factors, each an AVX-512 compress or a gather
+    # per row), its results back
+    outward = (W, fu, fk, x, vol), (g_w, g_fu, g_fk, g_x, g_s)
     back = (g_nd1, g_nd2, g_n1, g_price), (nd1, nd2, n1, price)
 
     @_loop
@@ -614,7 +622,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
         that region), priced by a loop of its own that the compiler
         vectorises, and moved back."""
         prelude(m, ots, su, sk, st, ssg, sr, sq, f[U], f[K], f[T], f[SIGMA], f[R], f[Q],
-                f[x], f[vol], f[dq], f[dr], region)
+                f[x], f[vol], f[dq], f[dr], f[fu], f[fk], region)
         # the index path's picked rows (unsigned: no wraparound test); the
         # compress needs none
         picked = np.empty(0 if compress else m, np.uint64)
@@ -626,15 +634,15 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
             if not whole:
                 move_out(m, c, region, code, picked, f, outward[0], outward[1])
             # the rows' columns: in place, or the moved ones
-            cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice = (
-                (f[W], f[U], f[K], f[x], f[vol], f[dq], f[dr], f[nd1], f[nd2], f[n1], f[price])
+            cw, cfu, cfk, cx, cs, cnd1, cnd2, cn1, cprice = (
+                (f[W], f[fu], f[fk], f[x], f[vol], f[nd1], f[nd2], f[n1], f[price])
                 if whole else
-                (f[g_w], f[g_u], f[g_k], f[g_x], f[g_s], f[g_dq], f[g_dr], f[g_nd1], f[g_nd2],
-                 f[g_n1], f[g_price]))
+                (f[g_w], f[g_fu], f[g_fk], f[g_x], f[g_s], f[g_nd1], f[g_nd2], f[g_n1],
+                 f[g_price]))
             if code == TEXTBOOK:
-                textbook_rows(c, cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice)
+                textbook_rows(c, cw, cfu, cfk, cx, cs, cnd1, cnd2, cn1, cprice)
             else:
-                series_rows(c, cw, cu, ck, cx, cs, cdq, cdr, cnd1, cnd2, cn1, cprice)
+                series_rows(c, cw, cfu, cfk, cx, cs, cnd1, cnd2, cn1, cprice)
             if not whole:
                 move_back(m, c, region, code, picked, f, back[0], back[1])
 
