@@ -139,7 +139,7 @@ def option_codes(xp: ModuleType, value: Any) -> Any:
         return xp.asarray(_CALL if value else _PUT, dtype=np.int8)
     arr = value if xp is not np else np.asarray(value)
     if arr.dtype == np.bool_:
-        return arr.astype(np.int8)
+        return arr.view(np.int8)  # True/False are the bytes 1/0: the codes, no copy
     if xp is not np:
         raise ValueError("option_type on the device must be a boolean array (True = call)")
     if arr.dtype.kind == "O":

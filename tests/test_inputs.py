@@ -166,3 +166,18 @@ def test_a_float32_input_past_its_range_is_a_row_error(backend: str) -> None:
     assert np.isnan(out["price"][1])
     ref = gp.price(model="bsm", option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
     np.testing.assert_allclose(out["price"][0], ref["price"], rtol=1e-6)
+
+
+def test_boolean_option_types_are_read_in_place() -> None:
+    """A boolean option_type array is its own codes (True = call = 1, False = put
+    = 0): viewed, not copied, and never written."""
+    from gpu_pricer.inputs import option_codes
+
+    flags = np.array([True, False, False, True])
+    codes = option_codes(np, flags)
+    assert codes.dtype == np.int8
+    np.testing.assert_array_equal(codes, [1, 0, 0, 1])
+    assert np.shares_memory(codes, flags)
+    gp.price(option_type=flags, spot=100.0, strike=[90.0, 95.0, 100.0, 105.0], t=1.0,
+             sigma=0.2, backend="numba")
+    np.testing.assert_array_equal(flags, [True, False, False, True])
