@@ -268,6 +268,26 @@ def load_types(otype: Any, lo: int, step: int, m: int, ots: Any,
 
 
 @_jit
+def take_row(j: int, su: Any, sk: Any, st: Any, ssg: Any, sr: Any, sq: Any, us: Any,
+             ks: Any, ts: Any, sgs: Any, rs: Any, qs: Any) -> Any:  # pragma: no cover
+    """Row j of a block's six float inputs (`source`), widened to float64,
+    stored in its columns and returned: the preludes' first step."""
+    u = np.float64(su[j])
+    k = np.float64(sk[j])
+    tt = np.float64(st[j])
+    sg = np.float64(ssg[j])
+    rr = np.float64(sr[j])
+    qq = np.float64(sq[j])
+    us[j] = u
+    ks[j] = k
+    ts[j] = tt
+    sgs[j] = sg
+    rs[j] = rr
+    qs[j] = qq
+    return u, k, tt, sg, rr, qq
+
+
+@_jit
 def source(src: Any, lo: int, step: int, m: int, spare: Any) -> Any:  # pragma: no cover
     """A block's rows lo..lo+m-1 of an input, indexed from 0: a slice of it
     (step 1), or `spare` filled with its one value (step 0)."""
@@ -467,18 +487,8 @@ def model_loops(forward: bool) -> ModelLoops:
         the second loop: stored in the first, they cost more than they
         saved, as if that loop had stopped vectorising)."""
         for j in range(m):
-            u = np.float64(su[j])
-            k = np.float64(sk[j])
-            tt = np.float64(st[j])
-            sg = np.float64(ssg[j])
-            rr = np.float64(sr[j])
-            qq = np.float64(sq[j])
-            us[j] = u
-            ks[j] = k
-            ts[j] = tt
-            sgs[j] = sg
-            rs[j] = rr
-            qs[j] = qq
+            u, k, tt, sg, rr, qq = take_row(j, su, sk, st, ssg, sr, sq, us, ks, ts, sgs, rs,
+                                            qs)
             dr = vexp(-rr * tt)
             if forward:  # the forward's discount factor is the strike's: one exp
                 xs[j] = vlog(u / k)
@@ -687,17 +697,8 @@ def normal_loops() -> NormalLoops:
         region: TEXTBOOK for a good row with s > 0 and |d| <= MAX_Z (so n(d)
         is a normal number), ROW otherwise."""
         for j in range(m):
-            fw = np.float64(sf[j])
-            k = np.float64(sk[j])
-            tt = np.float64(st[j])
-            sg = np.float64(ssg[j])
-            rr = np.float64(sr[j])
-            fs[j] = fw
-            ks[j] = k
-            ts[j] = tt
-            sgs[j] = sg
-            rs[j] = rr
-            qs[j] = np.float64(sq[j])
+            fw, k, tt, sg, rr, _ = take_row(j, sf, sk, st, ssg, sr, sq, fs, ks, ts, sgs, rs,
+                                            qs)
             s = sg * math.sqrt(tt)
             vol[j] = s
             ds[j] = (fw - k) / s
