@@ -362,3 +362,22 @@ def test_a_rows_value_does_not_depend_on_its_block() -> None:
                    **{k: v[order][:1] for k, v in book.items()})
     for name in ("price", *greeks):
         np.testing.assert_array_equal(one[name], ranked[name][:1], err_msg=name)
+
+
+def test_block_rows_fit_half_the_l2_cache() -> None:
+    """A block's scratch columns fill at most half of the L2 cache: 2048 rows
+    with 1 MiB of it, 1024 with 512 KiB, 512 below, and 1024 when its size is
+    unknown; the size is read from sysfs where there is one."""
+    assert vector.block_rows(1 << 20) == 2048
+    assert vector.block_rows(2 << 20) == 2048
+    assert vector.block_rows(512 << 10) == 1024
+    assert vector.block_rows(256 << 10) == 512
+    assert vector.block_rows(64 << 10) == 512
+    assert vector.block_rows(None) == 1024
+    for rows in (512, 1024, 2048):
+        l2 = vector.SCRATCH_COLUMNS * rows * 8 * 2
+        assert vector.block_rows(l2) == rows
+        assert vector.block_rows(l2 - 1) == rows // 2 or rows == 512
+    l2 = vector.l2_bytes()
+    assert l2 is None or l2 >= 64 << 10
+    assert vector.block_rows(l2) == vector.BLOCK

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,8 +51,39 @@ from . import formulas, simd
 from .mills_rational import P as RHO1_P
 from .mills_rational import Q as RHO1_Q
 
-#: Rows per block: the block's temporaries stay in the L1/L2 cache.
-BLOCK = 512
+#: Most scratch columns of float64 a block uses (the bsm/black76 kernel's).
+SCRATCH_COLUMNS = 26
+
+
+def l2_bytes() -> int | None:
+    """The size of CPU 0's level-2 cache from Linux's sysfs (None elsewhere)."""
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in sorted(root.glob("index*")):
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def block_rows(l2: int | None) -> int:
+    """Rows per block: the most of 512, 1024 and 2048 whose scratch columns
+    fill at most half of the L2 cache (1024 when its size is unknown).  Each
+    block has fixed costs (its scratch, a dozen loop calls, the moves' setup),
+    and its columns are read as longer runs; on this project's machine (1 MiB
+    of L2 per core) 2048 rows took 0.86-0.90x the time of 512 at 1M rows and
+    no more at 10,000."""
+    if l2 is None:
+        return 1024
+    fits = [rows for rows in (512, 1024, 2048) if SCRATCH_COLUMNS * rows * 8 <= l2 // 2]
+    return max(fits, default=512)
+
+
+#: Rows per block (`block_rows`), fixed when the module loads.
+BLOCK = block_rows(l2_bytes())
 #: How a row is priced.
 TEXTBOOK, SERIES, ROW = 0, 1, 2
 #: |z| up to which vncdf holds (e^{-z^2/2} stays in vexp's range).
@@ -668,7 +700,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
                      f[n1], out[7, lo:hi], out[8, lo:hi], out[9, lo:hi], out[10, lo:hi],
                      out[11, lo:hi], out[12, lo:hi], out[13, lo:hi])
 
-    return blocks(26, price, price_block, first_block, higher_block,
+    return blocks(SCRATCH_COLUMNS, price, price_block, first_block, higher_block,
                   row_pass(row, formulas.UNDEFINED_VALUE[formulas.BLACK76 if forward
                                                          else formulas.BSM]))
 
