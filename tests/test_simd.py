@@ -47,7 +47,8 @@ def test_compress_and_expand_move_exactly_the_regions_rows(m: int, share: float)
 @pytest.mark.parametrize("model", ["bsm", "black76"])
 @pytest.mark.parametrize("size", [1, formulas.DIVIDEND_RHO + 1, formulas.N_VALUES])
 def test_compress_and_index_gathers_price_to_the_bit(model: str, size: int) -> None:
-    """Every region, bad rows and a last block of 3 rows (20,483 = 40 * 512 + 3)."""
+    """Every region, bad rows and a last block of 3 rows (20,483 = 20,480 + 3,
+    and 20,480 a multiple of every block size, `vector.block_rows`)."""
     book = _book(20_483, np.random.default_rng(17))
     code = formulas.BSM if model == "bsm" else formulas.BLACK76
     if model == "black76":

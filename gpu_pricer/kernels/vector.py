@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
 
 from . import formulas, simd
@@ -74,16 +74,18 @@ def block_rows(l2: int | None) -> int:
     fill at most half of the L2 cache (1024 when its size is unknown).  Each
     block has fixed costs (its scratch, a dozen loop calls, the moves' setup),
     and its columns are read as longer runs; on this project's machine (1 MiB
-    of L2 per core) 2048 rows took 0.86-0.90x the time of 512 at 1M rows and
-    no more at 10,000."""
+    of L2 per core) 2048 rows took 0.86-0.90x the time of 512 at 1M rows.
+    A call smaller than a few blocks per thread uses smaller ones (`blocks`)."""
     if l2 is None:
         return 1024
     fits = [rows for rows in (512, 1024, 2048) if SCRATCH_COLUMNS * rows * 8 <= l2 // 2]
     return max(fits, default=512)
 
 
-#: Rows per block (`block_rows`), fixed when the module loads.
+#: Rows per block (`block_rows`), fixed when the module loads; a call halves
+#: it, down to MIN_BLOCK, until each thread has BLOCKS_PER_THREAD blocks.
 BLOCK = block_rows(l2_bytes())
+MIN_BLOCK, BLOCKS_PER_THREAD = 512, 4
 #: How a row is priced.
 TEXTBOOK, SERIES, ROW = 0, 1, 2
 #: |z| up to which vncdf holds (e^{-z^2/2} stays in vexp's range).
@@ -367,7 +369,7 @@ U, K, T, SIGMA, R, Q, W = range(7)
 
 def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
            higher_block: Any, rest: Any) -> Any:
-    """The parallel loop over blocks of BLOCK rows that both vectorised
+    """The parallel loop over blocks of BLOCK rows (fewer in a small call) that both vectorised
     kernels run, with the arguments and results of `cpu.kernel`'s: each
     block gets a scratch array of `columns` columns, its option types and
     signs loaded (`load_types`), then
@@ -394,9 +396,13 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
             steps: Any, out: Any, err: Any) -> None:  # pragma: no cover - compiled
         n = err.shape[0]
         size = out.shape[0]
-        for b in prange((n + BLOCK - 1) // BLOCK):
-            lo = b * BLOCK
-            m = min(BLOCK, n - lo)
+        # smaller blocks for a call too small to give each thread a few
+        rows = BLOCK
+        while rows > MIN_BLOCK and n < rows * BLOCKS_PER_THREAD * get_num_threads():
+            rows //= 2
+        for b in prange((n + rows - 1) // rows):
+            lo = b * rows
+            m = min(rows, n - lo)
             hi = lo + m
             # (slack after the m rows for simd's 8-row loads and stores)
             f = np.empty((columns, m + simd.LANES))
