@@ -369,8 +369,9 @@ U, K, T, SIGMA, R, Q, W = range(7)
 
 def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
            higher_block: Any, rest: Any) -> Any:
-    """The parallel loop over blocks of BLOCK rows (fewer in a small call) that both vectorised
-    kernels run, with the arguments and results of `cpu.kernel`'s: each
+    """The parallel loop over blocks of BLOCK rows (fewer in a small call)
+    that both vectorised kernels run, with the arguments and results of
+    `cpu.kernel`'s: each
     block gets a scratch array of `columns` columns, its option types and
     signs loaded (`load_types`), then
 
