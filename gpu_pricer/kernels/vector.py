@@ -51,8 +51,11 @@ from . import formulas, simd
 from .mills_rational import P as RHO1_P
 from .mills_rational import Q as RHO1_Q
 
-#: Most scratch columns of float64 a block uses (the bsm/black76 kernel's).
+#: Most scratch columns of float64 a block uses (the bsm/black76 kernel's,
+#: whose column layout `kernel` unpacks against it).
 SCRATCH_COLUMNS = 26
+#: The fewest rows per block, and the blocks per thread a call aims at.
+MIN_BLOCK, BLOCKS_PER_THREAD = 512, 4
 
 
 def l2_bytes() -> int | None:
@@ -77,15 +80,15 @@ def block_rows(l2: int | None) -> int:
     of L2 per core) 2048 rows took 0.86-0.90x the time of 512 at 1M rows.
     A call smaller than a few blocks per thread uses smaller ones (`blocks`)."""
     if l2 is None:
-        return 1024
-    fits = [rows for rows in (512, 1024, 2048) if SCRATCH_COLUMNS * rows * 8 <= l2 // 2]
-    return max(fits, default=512)
+        return 2 * MIN_BLOCK
+    sizes = (MIN_BLOCK, 2 * MIN_BLOCK, 4 * MIN_BLOCK)
+    return max((rows for rows in sizes if SCRATCH_COLUMNS * rows * 8 <= l2 // 2),
+               default=MIN_BLOCK)
 
 
 #: Rows per block (`block_rows`), fixed when the module loads; a call halves
 #: it, down to MIN_BLOCK, until each thread has BLOCKS_PER_THREAD blocks.
 BLOCK = block_rows(l2_bytes())
-MIN_BLOCK, BLOCKS_PER_THREAD = 512, 4
 #: How a row is priced.
 TEXTBOOK, SERIES, ROW = 0, 1, 2
 #: |z| up to which vncdf holds (e^{-z^2/2} stays in vexp's range).
@@ -371,9 +374,8 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
            higher_block: Any, rest: Any) -> Any:
     """The parallel loop over blocks of BLOCK rows (fewer in a small call)
     that both vectorised kernels run, with the arguments and results of
-    `cpu.kernel`'s: each
-    block gets a scratch array of `columns` columns, its option types and
-    signs loaded (`load_types`), then
+    `cpu.kernel`'s: each block gets a scratch array of `columns` columns, its
+    option types and signs loaded (`load_types`), then
 
     - ``price_block(m, f, ots, region, su, sk, st, ssg, sr, sq)``, given the
       block's rows of the six float inputs (`source`: slices of the inputs,
@@ -401,6 +403,7 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
         rows = BLOCK
         while rows > MIN_BLOCK and n < rows * BLOCKS_PER_THREAD * get_num_threads():
             rows //= 2
+        broadcast = steps[1:].min() == 0  # a scalar among the float inputs
         for b in prange((n + rows - 1) // rows):
             lo = b * rows
             m = min(rows, n - lo)
@@ -410,7 +413,7 @@ def blocks(columns: int, price_column: int, price_block: Any, first_block: Any,
             ots = np.empty(m, np.int8)
             region = np.empty(m + simd.LANES, np.int8)  # TEXTBOOK, SERIES or ROW
             # the broadcast scalars' rows (none in a book of arrays)
-            spare = np.empty((6, m if steps[1:].min() == 0 else 0), und.dtype)
+            spare = np.empty((6, m if broadcast else 0), und.dtype)
             load_types(otype, lo, steps[0], m, ots, f[W])
             price_block(m, f, ots, region, source(und, lo, steps[1], m, spare[0]),
                         source(strike, lo, steps[2], m, spare[1]),
@@ -656,7 +659,7 @@ def kernel(row: Callable[..., int], gauss_small: Callable[..., float],
     # its own columns, after the shared ones: the rows' parts, their normal
     # integrals and prices, and one region's rows moved out
     x, vol, dq, dr, nd1, nd2, n1, price = range(7, 15)
-    g_w, g_fu, g_fk, g_x, g_s, fu, fk, g_nd1, g_nd2, g_n1, g_price = range(15, 26)
+    g_w, g_fu, g_fk, g_x, g_s, fu, fk, g_nd1, g_nd2, g_n1, g_price = range(15, SCRATCH_COLUMNS)
     # a region's inputs out to its columns (five: S e^(-qt) and K e^(-rt)
     # rather than their four factors, each an AVX-512 compress or a gather
     # per row), its results back
