@@ -48,14 +48,6 @@ BOOK_BODY = {"requestBody": {"content": {arrow_io.ARROW_STREAM: {"schema": {
     "aggregate or its scenario PnL (query parameter output)."}}}}}
 
 
-def stream(table: pa.Table) -> bytes:
-    """A table as an Arrow IPC stream."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=1 << 20)
-    return bytes(sink.getvalue())
-
-
 def _query_error(name: str, msg: str) -> HTTPException:
     return HTTPException(422, detail=[{"loc": ["query", name], "msg": msg}])
 
@@ -134,5 +126,4 @@ async def revalue(
                 result = priced
     except book.BookError as exc:
         raise HTTPException(422, detail=[{"loc": ["body", exc.column], "msg": str(exc)}]) from None
-    payload = await anyio.to_thread.run_sync(stream, result)
-    return Response(payload, media_type=arrow_io.ARROW_STREAM)
+    return arrow_io.ArrowStreamResponse(result)

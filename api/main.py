@@ -68,18 +68,19 @@ def _warm_up(batch_options: int = 0) -> None:
                        **underlying)
     # pyarrow's IPC writer and reader start up on first use (a few hundred ms
     # here): not on the first client's Arrow request
-    answer = arrow_io.write_table({"price": np.zeros(2), "error": np.zeros(2, np.int8)},
+    small = arrow_io.answer_table({"price": np.zeros(2), "error": np.zeros(2, np.int8)},
                                   ["price"], None)
-    arrow_io.read_table(bytes(answer))
+    arrow_io.read_table(b"".join(arrow_io.stream_pieces(small)))
     if batch_options > 0:
         strike = np.linspace(50.0, 150.0, batch_options)
         out = gp.price(model="bsm", option_type=strike > 100.0, spot=100.0, strike=strike,
                        t=0.5, sigma=0.2, r=0.03, q=0.01, greeks=WARM_UP_GREEKS)
-        answer = arrow_io.write_table(dict(out), ["price", *WARM_UP_GREEKS], None)
-        # a body of that size is read into a pooled buffer while its answer is
-        # written into another: both mapped here (page faults cost ~100 ms each)
-        body = buffers.OUTPUTS.bytes(answer.nbytes)
-        body[:] = np.frombuffer(answer, np.uint8)
+        pieces = arrow_io.stream_pieces(
+            arrow_io.answer_table(out, ["price", *WARM_UP_GREEKS], None))
+        # a body of that size is read into a pooled buffer while the outputs
+        # are alive: mapped here (page faults cost ~100 ms each)
+        body = buffers.OUTPUTS.bytes(sum(p.nbytes for p in pieces))
+        body[:] = 0
 
 
 #: The interpreter's GIL switch interval while the service runs (Python's
@@ -375,5 +376,4 @@ async def _arrow(request: Request, kind: str, model: str, greeks: tuple[str, ...
         out["error"] = np.empty(0, dtype=np.int8)
     else:
         out = await _submit(request, model, greeks, cols, n, deadline_header, kind=kind)
-    payload = await anyio.to_thread.run_sync(arrow_io.write_table, out, names, ids)
-    return Response(payload, media_type=arrow_io.ARROW_STREAM)
+    return arrow_io.ArrowStreamResponse(arrow_io.answer_table(out, names, ids))
