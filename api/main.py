@@ -277,8 +277,9 @@ async def _json_route(request: Request, model: type[PriceRequest | ImpliedVolReq
     else:
         greeks = ()
         cols, names = jsonio.columns(body, "price"), ["implied_vol"]
+    strict = _strict_query(request) or body.strict
     out = await _submit(request, body.model, greeks, cols, n, deadline_ms, kind=kind)
-    _check_strict(body.strict, out["error"])
+    _check_strict(strict, out["error"], ["body", "options"])
     answer["backend"] = _backend_in_use()  # the CPU, if a device fault moved the batch
     answer["results"] = jsonio.results([o.id for o in body.options], out, names)
     return jsonio.response(answer)
@@ -314,12 +315,30 @@ def _check_count(n: int) -> None:
         raise HTTPException(413, detail=f"at most {limit} options per request")
 
 
-def _check_strict(strict: bool, err: np.ndarray[Any, Any]) -> None:
-    """With strict, a 422 naming the bad rows (the first 20) and why."""
+#: The spellings of a boolean query parameter, as FastAPI (pydantic) reads them.
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _strict_query(request: Request) -> bool:
+    """The ``strict`` query parameter of a JSON route (the body's field of
+    the same name does the same); 422 when it is not a boolean."""
+    raw = request.query_params.get("strict")
+    if raw is None or raw.lower() in _FALSE:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    raise HTTPException(422, detail=[{"loc": ["query", "strict"],
+                                      "msg": "must be a boolean (true or false)"}])
+
+
+def _check_strict(strict: bool, err: np.ndarray[Any, Any], loc: list[str]) -> None:
+    """With strict, a 422 naming the bad rows (the first 20: their index
+    after `loc`) and why."""
     if strict and err.any():
         bad = np.flatnonzero(err)
         raise HTTPException(422, detail=[
-            {"loc": ["body", "options", int(i)], "msg": gp.ERRORS[int(err[i])]} for i in bad[:20]
+            {"loc": [*loc, int(i)], "msg": gp.ERRORS[int(err[i])]} for i in bad[:20]
         ])
 
 
@@ -328,24 +347,26 @@ async def price_arrow(
     request: Request,
     model: str = "bsm",
     greeks: str = "",
+    strict: bool = False,
     x_deadline_ms: int | None = Header(None, gt=0),
 ) -> Response:
     """The Arrow form of POST /v1/price (routed here by content type)."""
     _check_model(model)
     names = _greeks(model, "all" if greeks == "all" else [g for g in greeks.split(",") if g],
                     ["query", "greeks"])
-    return await _arrow(request, "price", model, names, x_deadline_ms)
+    return await _arrow(request, "price", model, names, x_deadline_ms, strict)
 
 
 @app.post(IV_ARROW_ROUTE, include_in_schema=False, dependencies=GUARDS)
 async def implied_vol_arrow(
     request: Request,
     model: str = "bsm",
+    strict: bool = False,
     x_deadline_ms: int | None = Header(None, gt=0),
 ) -> Response:
     """The Arrow form of POST /v1/implied-vol (routed here by content type)."""
     _check_model(model)
-    return await _arrow(request, "implied_vol", model, (), x_deadline_ms)
+    return await _arrow(request, "implied_vol", model, (), x_deadline_ms, strict)
 
 
 def _check_model(model: str) -> None:
@@ -355,9 +376,10 @@ def _check_model(model: str) -> None:
 
 
 async def _arrow(request: Request, kind: str, model: str, greeks: tuple[str, ...],
-                 deadline_header: int | None) -> Response:
+                 deadline_header: int | None, strict: bool) -> Response:
     """Read the Arrow body (numeric columns zero-copy over it), compute it
-    through the micro-batcher, answer an Arrow stream of the results."""
+    through the micro-batcher, answer an Arrow stream of the results (with
+    strict, a 422 naming the bad rows by their index in the stream)."""
     body = await read_body(request)
     try:
         table = arrow_io.read_table(body)
@@ -376,4 +398,5 @@ async def _arrow(request: Request, kind: str, model: str, greeks: tuple[str, ...
         out["error"] = np.empty(0, dtype=np.int8)
     else:
         out = await _submit(request, model, greeks, cols, n, deadline_header, kind=kind)
+    _check_strict(strict, out["error"], ["body", "rows"])
     return arrow_io.ArrowStreamResponse(arrow_io.answer_table(out, names, ids))

@@ -2,7 +2,8 @@
 
 POST /v1/price and POST /v1/implied-vol read their own bodies (`api.jsonio`)
 and run on the short path (`api.lean`): a JSON body, validated against
-PriceRequest or ImpliedVolRequest, or an Arrow IPC stream, and an optional
+PriceRequest or ImpliedVolRequest, or an Arrow IPC stream (with the query
+parameters model and greeks), the query parameter strict, and an optional
 X-Deadline-Ms header.  `PRICE_DOC` and `IV_DOC` document them (the routes'
 ``openapi_extra``).
 """
@@ -10,6 +11,8 @@ X-Deadline-Ms header.  `PRICE_DOC` and `IV_DOC` document them (the routes'
 from __future__ import annotations
 
 from typing import Any
+
+import gpu_pricer as gp
 
 from .arrow_io import ARROW_STREAM
 from .middleware import JSON
@@ -19,6 +22,25 @@ DEADLINE_HEADER = {
     "schema": {"type": "integer", "exclusiveMinimum": 0, "title": "X-Deadline-Ms"},
     "description": "Deadline in milliseconds (default: the service's default_deadline_ms); "
                    "504 when it cannot be met.",
+}
+STRICT_QUERY = {
+    "name": "strict", "in": "query", "required": False,
+    "schema": {"type": "boolean", "default": False, "title": "Strict"},
+    "description": "Reject the request (422 naming the bad rows, the first 20, and why) if "
+                   "any row is out of domain; without it such a row gets its error code and no "
+                   "values (null in JSON, NaN in Arrow), its neighbours priced. A JSON body's "
+                   "field strict does the same.",
+}
+MODEL_QUERY = {
+    "name": "model", "in": "query", "required": False,
+    "schema": {"type": "string", "enum": list(gp.MODELS), "default": "bsm"},
+    "description": "The Arrow form's model (a JSON body names its own).",
+}
+GREEKS_QUERY = {
+    "name": "greeks", "in": "query", "required": False,
+    "schema": {"type": "string", "default": ""},
+    "description": "The Arrow form's Greeks: comma-separated names, or all (a JSON body names "
+                   "its own). Units as in PriceRequest.",
 }
 _PRICE_ARROW = {
     "type": "string", "format": "binary",
@@ -36,14 +58,14 @@ _IV_ARROW = {
     "(and id) in row order."}
 
 
-def _doc(model: str, arrow: dict[str, Any]) -> dict[str, Any]:
+def _doc(model: str, arrow: dict[str, Any], query: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "parameters": [DEADLINE_HEADER],
+        "parameters": [*query, STRICT_QUERY, DEADLINE_HEADER],
         "requestBody": {"required": True, "content": {
             JSON: {"schema": {"$ref": f"#/components/schemas/{model}"}},
             ARROW_STREAM: {"schema": arrow}}},
     }
 
 
-PRICE_DOC = _doc("PriceRequest", _PRICE_ARROW)
-IV_DOC = _doc("ImpliedVolRequest", _IV_ARROW)
+PRICE_DOC = _doc("PriceRequest", _PRICE_ARROW, [MODEL_QUERY, GREEKS_QUERY])
+IV_DOC = _doc("ImpliedVolRequest", _IV_ARROW, [MODEL_QUERY])

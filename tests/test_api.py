@@ -77,6 +77,31 @@ def test_strict_rejects_bad_rows(client: TestClient) -> None:
     assert resp.json()["detail"][0] == {"loc": ["body", "options", 0], "msg": "t < 0"}
 
 
+def test_strict_as_a_query_parameter(client: TestClient) -> None:
+    """?strict=true does what the body's field does; a non-boolean is a 422
+    naming the parameter; strict with every row good prices them."""
+    options = [{"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "sigma": 0.2},
+               {"option_type": "put", "spot": 100, "strike": 95, "t": 0.5, "sigma": -0.2},
+               {"option_type": "call", "spot": -1, "strike": 95, "t": 0.5, "sigma": 0.2}]
+    resp = client.post("/v1/price?strict=true", json={"options": options})
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == [{"loc": ["body", "options", 1], "msg": "sigma < 0"},
+                                     {"loc": ["body", "options", 2],
+                                      "msg": gp.ERRORS[gp.ErrorCode.NON_POSITIVE_UNDERLYING]}]
+    for off in ("false", "0", "no"):
+        resp = client.post(f"/v1/price?strict={off}", json={"options": options})
+        assert resp.status_code == 200
+        assert [r["error"] is None for r in resp.json()["results"]] == [True, False, False]
+    resp = client.post("/v1/price?strict=maybe", json={"options": options})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["query", "strict"]
+    good = client.post("/v1/price?strict=TRUE", json={"options": options[:1]})
+    assert good.status_code == 200 and good.json()["results"][0]["error"] is None
+    resp = client.post("/v1/implied-vol?strict=1", json={"options": [
+        {"option_type": "call", "spot": 100, "strike": 95, "t": 0.5, "price": 200.0}]})
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["body", "options", 0]
+
+
 def test_singular_greeks_are_null_not_invalid_json(client: TestClient) -> None:
     resp = client.post("/v1/price", json={"greeks": "all", "options": [
         {"option_type": "call", "spot": 100, "strike": 100, "t": 0, "sigma": 0.2}]})

@@ -104,8 +104,46 @@ def test_arrow_forward_model_and_empty_table(client: TestClient) -> None:
 
 
 def test_openapi_documents_both_bodies(client: TestClient) -> None:
-    op = client.get("/openapi.json").json()["paths"]["/v1/price"]["post"]
+    paths = client.get("/openapi.json").json()["paths"]
+    op = paths["/v1/price"]["post"]
     assert set(op["requestBody"]["content"]) == {"application/json", ARROW}
+    assert [p["name"] for p in op["parameters"]] == ["model", "greeks", "strict",
+                                                     "x-deadline-ms"]
+    iv = paths["/v1/implied-vol"]["post"]
+    assert [p["name"] for p in iv["parameters"]] == ["model", "strict", "x-deadline-ms"]
+
+
+def test_arrow_strict_names_the_bad_rows(client: TestClient) -> None:
+    """?strict=true: a 422 naming the bad rows by their index in the stream
+    (across record batches) and why; without it, per-row errors and the
+    neighbours priced; a non-boolean strict is a 422 naming it."""
+    n = 2000
+    sigma = np.full(n, 0.2)
+    sigma[[5, 1500]] = -1.0
+    table = pa.table({"option_type": pa.array(np.arange(n) % 2 == 0), "spot": np.full(n, 100.0),
+                      "strike": np.linspace(80.0, 120.0, n), "t": np.full(n, 0.5),
+                      "sigma": sigma})
+    r = client.post("/v1/price?strict=true&greeks=delta", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"loc": ["body", "rows", 5], "msg": "sigma < 0"},
+                                  {"loc": ["body", "rows", 1500], "msg": "sigma < 0"}]
+    r = client.post("/v1/price?greeks=delta", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 200
+    assert np.flatnonzero(_read(r.content).column("error").to_numpy()).tolist() == [5, 1500]
+    r = client.post("/v1/price?strict=perhaps", content=_stream(table),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "strict"]
+    good = table.slice(0, 5)
+    r = client.post("/v1/price?strict=true", content=_stream(good),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 200 and not _read(r.content).column("error").to_numpy().any()
+    iv = pa.table({"option_type": pa.array([True, True]), "spot": [100.0, 100.0],
+                   "strike": [95.0, 95.0], "t": [0.5, 0.5], "price": [10.0, 200.0]})
+    r = client.post("/v1/implied-vol?strict=true", content=_stream(iv),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "rows", 1]
 
 
 def _book_table(n: int, seed: int) -> pa.Table:
