@@ -1,7 +1,10 @@
 """``python -m api``: start the service, refusing an open non-loopback bind.
 
 Listening beyond loopback without API keys is refused unless
-``GPU_PRICER_ALLOW_OPEN=true`` says so explicitly.
+``GPU_PRICER_ALLOW_OPEN=true`` says so explicitly.  On SIGTERM the service
+drains (`api.drain`): /readyz answers 503, it serves on for
+``GPU_PRICER_DRAIN_DELAY_S`` seconds, then stops accepting and answers every
+request it accepted before it exits.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .drain import DrainingServer
 from .security import is_loopback, load_hashes
 from .settings import get_service_settings
 
@@ -44,9 +48,16 @@ def main() -> int:
               "GPU_PRICER_API_KEY_HASHES or GPU_PRICER_API_KEY_HASHES_FILE, or "
               "GPU_PRICER_ALLOW_OPEN=true to run open on purpose", file=sys.stderr)
         return 2
-    uvicorn.run("api.main:app", host=settings.host, port=settings.port, workers=1,
-                log_config=log_config())
-    return 0
+    from .main import app  # noqa: PLC0415 - after the checks: it imports the library
+
+    def drain() -> None:
+        app.state.draining = True  # /readyz: 503
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_config=log_config())
+    server = DrainingServer(config, on_drain=drain, delay_s=settings.drain_delay_s)
+    server.run()
+    return 0 if server.started else 3  # uvicorn's code for a failed start
 
 
 if __name__ == "__main__":

@@ -129,6 +129,12 @@ class MicroBatcher:
             await self._task
 
     @property
+    def alive(self) -> bool:
+        """The batch loop runs (started, not ended: a stopped or crashed loop
+        prices nothing)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def backend(self) -> str:
         """The backend batches are priced on now (the CPU after a device fault)."""
         return self._backend

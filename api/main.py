@@ -104,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keeps_freed_memory = memory.keep_freed_memory()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app.state.ready = False
+    app.state.draining = False
     app.state.api_keys = load_hashes(settings.api_key_hashes, settings.api_key_hashes_file)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_url)
     if settings.warmup:
@@ -132,6 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("ready; backend %s", _backend_in_use())
     yield
     app.state.ready = False
+    app.state.draining = True
     await app.state.batcher.stop()
     gc.set_threshold(*thresholds)  # the process as it was (an app inside a larger one)
     gc.unfreeze()
@@ -186,11 +188,27 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def not_ready_reason(state: Any) -> str | None:
+    """Why the service should get no traffic now, or None when it is ready."""
+    if getattr(state, "draining", False):
+        return "draining"
+    if not getattr(state, "ready", False):
+        return "starting: warm-up not done"
+    batcher = getattr(state, "batcher", None)
+    if batcher is None or not batcher.alive:
+        return "pricing engine stopped"
+    return None
+
+
 @app.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 once warm-up is done, 503 before."""
-    ready = bool(getattr(request.app.state, "ready", False))
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    """200 once warm-up is done and while the batch loop runs; 503 with the
+    reason before, while draining (after SIGTERM) and when the pricing engine
+    has stopped."""
+    reason = not_ready_reason(request.app.state)
+    if reason is None:
+        return JSONResponse({"ready": True})
+    return JSONResponse({"ready": False, "reason": reason}, status_code=503)
 
 
 @app.get("/v1/info", dependencies=GUARDS)

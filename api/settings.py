@@ -46,6 +46,12 @@ class ServiceSettings(PricerSettings):
         100_000, gt=0, description="Most options one JSON request may carry (413 above)."
     )
     warmup: bool = Field(True, description="Compile the kernels before reporting ready.")
+    drain_delay_s: float = Field(
+        0.0, ge=0, le=600, description="Seconds python -m api keeps serving after SIGTERM "
+        "(or SIGINT) with /readyz answering 503, before it stops accepting and drains: time "
+        "for load balancers that poll readiness to stop routing to it. 0: stop accepting at "
+        "once (Kubernetes stops routing on its own; the manifests' preStop covers the gap)."
+    )
     keep_freed_memory: bool = Field(
         True, description="Set glibc malloc to keep freed memory mapped between requests "
         "(large buffers from its heap, no trimming): bulk requests stop paying a page fault "

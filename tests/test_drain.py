@@ -1,4 +1,5 @@
-"""SIGTERM against a real uvicorn process: no accepted request fails."""
+"""SIGTERM against a real uvicorn process: no accepted request fails, and
+readiness says draining; /readyz when the pricing engine has stopped."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import SIMULATED
+from api.drain import DrainingServer
+
+from .conftest import SIMULATED, service
 
 pytestmark = pytest.mark.skipif(SIMULATED, reason="CPU process only")
 
@@ -63,3 +66,102 @@ def test_sigterm_drains_queued_requests() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _ready(base: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("service did not become ready")
+
+
+def test_sigterm_turns_readiness_off_and_serves_through_the_drain_delay() -> None:
+    """python -m api with GPU_PRICER_DRAIN_DELAY_S: after SIGTERM, /readyz is a
+    503 saying draining while pricing requests are still answered; after the
+    delay the process shuts down gracefully."""
+    port = _free_port()
+    env = dict(os.environ, GPU_PRICER_WARMUP="false", GPU_PRICER_BACKEND="numpy",
+               GPU_PRICER_PORT=str(port), GPU_PRICER_DRAIN_DELAY_S="3")
+    proc = subprocess.Popen([sys.executable, "-m", "api"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    body = {"options": [{"option_type": "call", "spot": 100, "strike": 95, "t": 1,
+                         "sigma": 0.2}]}
+    try:
+        _ready(base)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.3)
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False, "reason": "draining"}
+        priced = httpx.post(f"{base}/v1/price", json=body, timeout=30)
+        assert priced.status_code == 200 and priced.json()["results"][0]["error"] is None
+        assert time.monotonic() - signalled < 3  # all of it inside the delay
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled >= 3
+        assert proc.stdout is not None
+        assert "Application shutdown complete" in proc.stdout.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_draining_server_signals() -> None:
+    """The first signal marks the app draining and, with a delay, leaves the
+    server running until the delay ends; a second signal stops it at once;
+    without a delay the first signal stops it as uvicorn's does."""
+    import asyncio
+
+    import uvicorn
+
+    calls: list[str] = []
+    config = uvicorn.Config(app=None, log_config=None)  # type: ignore[arg-type]
+    server = DrainingServer(config, on_drain=lambda: calls.append("drain"), delay_s=60.0)
+    server.handle_exit(signal.SIGTERM, None)
+    assert calls == ["drain"] and not server.should_exit
+    server.handle_exit(signal.SIGTERM, None)
+    assert calls == ["drain"] and server.should_exit
+
+    quick = DrainingServer(config, on_drain=lambda: calls.append("drain"), delay_s=0.01)
+    quick.handle_exit(signal.SIGTERM, None)
+    assert not quick.should_exit
+    time.sleep(0.02)
+    assert asyncio.run(quick.on_tick(1)) is True and quick.should_exit
+
+    now = DrainingServer(config, on_drain=lambda: calls.append("now"))
+    now.handle_exit(signal.SIGTERM, None)
+    assert calls[-1] == "now" and now.should_exit
+
+
+def test_readyz_is_503_once_the_pricing_engine_stops() -> None:
+    """/readyz says why it is not ready: the batch loop has ended."""
+    with service() as c:
+        assert c.get("/readyz").json() == {"ready": True}
+        c.portal.call(c.app.state.batcher.stop)  # type: ignore[attr-defined]
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json() == {"ready": False, "reason": "pricing engine stopped"}
+
+
+def test_not_ready_reasons() -> None:
+    """Each state /readyz tells apart, and the order it checks them in."""
+    from types import SimpleNamespace
+
+    from api.main import not_ready_reason
+
+    alive = SimpleNamespace(alive=True)
+    assert not_ready_reason(SimpleNamespace()) == "starting: warm-up not done"
+    assert not_ready_reason(SimpleNamespace(ready=False, batcher=alive)) == (
+        "starting: warm-up not done")
+    assert not_ready_reason(SimpleNamespace(ready=True, batcher=alive)) is None
+    assert not_ready_reason(SimpleNamespace(ready=True, batcher=SimpleNamespace(alive=False))) \
+        == "pricing engine stopped"
+    assert not_ready_reason(SimpleNamespace(ready=True)) == "pricing engine stopped"
+    assert not_ready_reason(SimpleNamespace(ready=True, batcher=alive, draining=True)) == (
+        "draining")
