@@ -43,6 +43,10 @@ class QueueFull(Exception):
     """The queue has no room: answer 503 with Retry-After."""
 
 
+class EngineStopped(QueueFull):
+    """The batch loop has ended (a bug outside any batch): answer 503."""
+
+
 class DeadlineExceeded(Exception):
     """The request's deadline passed before it could be priced: answer 504."""
 
@@ -120,6 +124,23 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ended: after `stop`, with nothing left; otherwise a bug
+        outside any batch, logged, and every waiting request fails at once
+        (503) rather than at its deadline."""
+        if task.cancelled() or task.exception() is None:
+            reason = "the batch loop was cancelled" if task.cancelled() else None
+        else:
+            reason = f"{type(task.exception()).__name__}: {task.exception()}"
+            log.error("the batch loop ended: %s", reason, exc_info=task.exception())
+        if reason is None:
+            return
+        for job in self._jobs.values():
+            if not job.future.done():
+                job.future.set_exception(EngineStopped(f"pricing engine stopped ({reason})"))
+        self._jobs.clear()
 
     async def stop(self) -> None:
         """Stop accepting, price everything queued, then end the loop."""
@@ -148,9 +169,10 @@ class MicroBatcher:
                      kind: str = "price") -> dict[str, Any]:
         """Compute `n` rows of `columns`: gpu_pricer.price keywords for kind
         "price", gpu_pricer.implied_vol keywords (no Greeks) for kind
-        "implied_vol".  Returns the outputs in row order.  Raises QueueFull or
-        DeadlineExceeded; ValueError for an unknown kind, Greeks with
-        implied vol, or a column whose length is not `n`."""
+        "implied_vol".  Returns the outputs in row order.  Raises QueueFull
+        (EngineStopped: the loop has ended) or DeadlineExceeded; ValueError
+        for an unknown kind, Greeks with implied vol, or a column whose
+        length is not `n`."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if kind == "implied_vol" and greeks:
@@ -160,6 +182,8 @@ class MicroBatcher:
             raise ValueError(f"columns {short} do not have n = {n} rows")
         if self._closing:
             raise QueueFull("shutting down")
+        if not self.alive:
+            raise EngineStopped("pricing engine stopped")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         key = next(self._keys)

@@ -27,7 +27,7 @@ import gpu_pricer as gp
 from gpu_pricer import buffers, dispatch
 
 from . import arrow_io, jsonio, memory, metrics, openapi
-from .batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from .batcher import DeadlineExceeded, EngineStopped, MicroBatcher, QueueFull
 from .bodies import read_body
 from .book import router as book_router
 from .lean import LeanApp
@@ -252,6 +252,8 @@ async def _submit(request: Request, model: str, greeks: tuple[str, ...], cols: d
         out: dict[str, Any] = await request.app.state.batcher.submit(
             kind=kind, model=model, greeks=greeks, columns=cols, n=n,
             timeout_s=deadline_ms / 1000)
+    except EngineStopped:
+        raise HTTPException(503, detail="pricing engine stopped") from None
     except QueueFull:
         raise HTTPException(503, detail="queue full, retry later",
                             headers={"Retry-After": "1"}) from None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpu_pricer as gp
-from api.batcher import DeadlineExceeded, MicroBatcher, QueueFull
+from api.batcher import DeadlineExceeded, EngineStopped, MicroBatcher, QueueFull
 
 
 class Recorder:
@@ -261,3 +261,32 @@ def test_a_failure_outside_the_library_fails_its_batch_only(
     out = _run(main())
     assert out["price"].shape == (10,)
     assert rec.sizes == [10, 10]
+
+
+def test_a_dead_loop_fails_waiting_requests_at_once_and_refuses_new_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug outside any batch ends the loop: the requests waiting in the
+    queue fail with EngineStopped (503) now, not at their deadlines, and so
+    does every later one; `alive` says so (what /readyz reads)."""
+    from api.scheduler import Scheduler
+
+    async def main() -> None:
+        b = MicroBatcher(max_batch_options=1000, max_delay_s=0.05, max_queue_options=10_000,
+                         price=Recorder())
+        await b.start()
+        assert b.alive
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("a bug in the scheduler")
+
+        monkeypatch.setattr(Scheduler, "next_batch", broken)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(EngineStopped, match="RuntimeError: a bug in the scheduler"):
+            await b.submit(model="bsm", columns=_columns(10, 5), n=10, timeout_s=30)
+        assert loop.time() - started < 5
+        assert not b.alive
+        with pytest.raises(EngineStopped):
+            await b.submit(model="bsm", columns=_columns(10, 6), n=10, timeout_s=30)
+
+    _run(main())

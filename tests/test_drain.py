@@ -147,6 +147,9 @@ def test_readyz_is_503_once_the_pricing_engine_stops() -> None:
         r = c.get("/readyz")
         assert r.status_code == 503
         assert r.json() == {"ready": False, "reason": "pricing engine stopped"}
+        priced = c.post("/v1/price", json={"options": [
+            {"option_type": "call", "spot": 100, "strike": 95, "t": 1, "sigma": 0.2}]})
+        assert priced.status_code == 503  # at once, not at the deadline
 
 
 def test_not_ready_reasons() -> None:
