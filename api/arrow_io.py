@@ -16,6 +16,9 @@ import pyarrow.compute as pc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gpu_pricer import book
+from gpu_pricer.inputs import option_type_of
+
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NUMERIC = ("spot", "forward", "strike", "t", "sigma", "price", "r", "q")
 
@@ -49,21 +52,19 @@ def _column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
     return out
 
 
-def _option_type(table: pa.Table) -> np.ndarray[Any, Any]:
+def option_type(table: pa.Table) -> np.ndarray[Any, Any]:
+    """The option_type argument of the column: booleans as they are (no
+    copy); strings read into codes in a compiled loop, handed on as a
+    boolean view when every row is call or put, else as one-letter strings
+    (a null, or any other word, is a per-row INVALID_OPTION_TYPE)."""
     col = table.column("option_type")
     if pa.types.is_boolean(col.type) and col.null_count == 0:
         booleans: np.ndarray[Any, Any] = col.to_numpy()
         return booleans
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+    if not book.is_option_type_column(col.type):
         raise ArrowBodyError([{"loc": ["body", "option_type"],
                                "msg": f"expected strings or booleans, got {col.type}"}])
-    low = pc.utf8_lower(col)
-    is_call = pc.fill_null(pc.is_in(low, pa.array(["call", "c"])), False).to_numpy(
-        zero_copy_only=False)
-    is_put = pc.fill_null(pc.is_in(low, pa.array(["put", "p"])), False).to_numpy(
-        zero_copy_only=False)
-    # anything else (a null too) is a per-row INVALID_OPTION_TYPE
-    return np.where(is_call, "call", np.where(is_put, "put", "?"))
+    return option_type_of(book.arrow_option_codes(col))
 
 
 def columns(table: pa.Table, model: str, value: str = "sigma") -> dict[str, Any]:
@@ -79,7 +80,7 @@ def columns(table: pa.Table, model: str, value: str = "sigma") -> dict[str, Any]
     if other in names:
         raise ArrowBodyError([{"loc": ["body", other],
                                "msg": f"model {model!r} takes {und}, not {other}"}])
-    cols: dict[str, Any] = {"option_type": _option_type(table)}
+    cols: dict[str, Any] = {"option_type": option_type(table)}
     for name in (und, "strike", "t", value, "r"):
         if name in names:
             cols[name] = _column(table, name)

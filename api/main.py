@@ -19,12 +19,14 @@ from typing import Any
 
 import anyio.to_thread
 import numpy as np
+import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 import gpu_pricer as gp
 from gpu_pricer import buffers, dispatch
+from gpu_pricer.inputs import text_codes
 
 from . import arrow_io, jsonio, memory, metrics, openapi
 from .batcher import DeadlineExceeded, EngineStopped, MicroBatcher, QueueFull
@@ -66,6 +68,12 @@ def _warm_up(batch_options: int = 0) -> None:
         underlying: dict[str, Any] = {und: 100.0}
         gp.implied_vol(model=model, option_type="call", strike=100.0, t=1.0, price=8.0,
                        **underlying)
+    # option types given as text: the compiled loops that read them (Arrow's
+    # string and large_string columns; NumPy strings, which a book's rows with
+    # a bad option type are handed to the batcher as): a few hundred ms each
+    for kind in (pa.string(), pa.large_string()):
+        arrow_io.option_type(pa.table({"option_type": pa.array(["call", "?"], kind)}))
+    text_codes(np.array(["c", "?"]))
     # pyarrow's IPC writer and reader start up on first use (a few hundred ms
     # here): not on the first client's Arrow request
     small = arrow_io.answer_table({"price": np.zeros(2), "error": np.zeros(2, np.int8)},

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .kernels import formulas as f
+from .kernels import text
 
 MODELS: dict[str, int] = {"bsm": f.BSM, "black76": f.BLACK76, "bachelier": f.BACHELIER}
 
@@ -148,13 +149,33 @@ def option_codes(xp: ModuleType, value: Any) -> Any:
         raise ValueError(
             f"option_type must be strings or booleans (True = call), got dtype {arr.dtype}"
         )
-    if arr.dtype.kind == "S":
-        arr = np.char.decode(arr, "ascii", errors="replace")
-    low = np.strings.lower(arr)
-    out = np.full(arr.shape, _INVALID, dtype=np.int8)
-    out[(low == "call") | (low == "c")] = _CALL
-    out[(low == "put") | (low == "p")] = _PUT
+    return text_codes(arr)
+
+
+def text_codes(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The codes of a NumPy ``U`` (code points) or ``S`` (bytes; any byte
+    past ASCII makes a row invalid) array of option types, in a compiled
+    loop over its fixed-width units."""
+    unit = np.uint32 if arr.dtype.kind == "U" else np.uint8
+    width = arr.dtype.itemsize // np.dtype(unit).itemsize
+    out = np.empty(arr.shape, dtype=np.int8)
+    if width == 0:
+        out.fill(_INVALID)
+        return out
+    units = np.ascontiguousarray(arr).view(unit).reshape(-1, width)
+    text.fixed_width_codes(units, out.reshape(-1))
     return out
+
+
+def option_type_of(codes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The `option_type` argument whose codes are `codes` (int8: 1 call, 0
+    put, -1 invalid): a boolean view of them when every row is valid (no
+    copy, and `price` reads it back as the same bytes), else one-letter
+    strings, ``"?"`` where invalid."""
+    if codes.size == 0 or codes.min() >= 0:
+        return codes.view(np.bool_)
+    letters: np.ndarray[Any, Any] = np.array(["?", "p", "c"])[codes + 1]
+    return letters
 
 
 def _flat(xp: ModuleType, arr: Any, shape: tuple[int, ...]) -> Any:
