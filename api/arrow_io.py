@@ -103,10 +103,15 @@ def answer_table(out: Mapping[str, Any], names: list[str],
     return pa.table(arrays)
 
 
+#: A column buffer at least this large is sent from its own memory; smaller
+#: ones are copied in with the framing around them (one send, not many).
+MIN_PIECE_BYTES = 1 << 16
+
+
 class _Pieces:
     """A write-only file for `pa.PythonFile`: keeps what the IPC writer
-    writes as pieces, each column buffer by reference (pyarrow hands those
-    over as Buffers), the framing between them joined into bytes."""
+    writes as pieces, each large column buffer by reference (pyarrow hands
+    those over as Buffers), everything between them joined into bytes."""
 
     def __init__(self) -> None:
         self.pieces: list[memoryview] = []
@@ -115,7 +120,7 @@ class _Pieces:
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
-        if isinstance(data, pa.Buffer):
+        if isinstance(data, pa.Buffer) and view.nbytes >= MIN_PIECE_BYTES:
             self._cut()
             self.pieces.append(view)
         else:
@@ -137,10 +142,11 @@ class _Pieces:
 
 def stream_pieces(table: pa.Table) -> list[memoryview]:
     """The table as an Arrow IPC stream, in pieces to send one after the
-    other: each column's buffer a view of the column's own memory, so that a
-    bulk answer is never copied into a buffer of its own (for a million rows
-    with five Greeks that copy was 52 MB, and milliseconds); the stream's
-    framing (a few hundred bytes per record batch) between them."""
+    other: each large column buffer a view of the column's own memory, so
+    that a bulk answer is never copied into a buffer of its own (for a
+    million rows with five Greeks that copy was 52 MB, and milliseconds);
+    the stream's framing (a few hundred bytes per record batch) and the
+    small buffers joined between them (a small answer is one piece)."""
     sink = _Pieces()
     with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_stream(f, table.schema) as writer:
         writer.write_table(table, max_chunksize=1 << 20)

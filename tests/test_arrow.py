@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import gpu_pricer as gp
+from api import arrow_io
 
 from .conftest import service
 
@@ -170,6 +171,8 @@ def test_arrow_answer_carries_its_length(client: TestClient) -> None:
     assert r.status_code == 200
     assert int(r.headers["content-length"]) == len(r.content)
     assert "transfer-encoding" not in r.headers
+    small = arrow_io.stream_pieces(_read(r.content))  # 3,001 rows: every buffer small
+    assert len(small) == 1 and bytes(small[0]) == r.content
     back = _read(r.content)
     want = gp.price(option_type=strike > 100.0, spot=100.0, strike=strike, t=0.7, sigma=0.25,
                     greeks="all")
@@ -229,8 +232,6 @@ def test_answers_are_sent_from_the_outputs_own_memory() -> None:
     (no copy of the columns into one body), and its pieces joined are the
     bytes pyarrow's own writer produces: ids first, several record batches,
     a column whose length needs padding."""
-    from api import arrow_io
-
     rng = np.random.default_rng(4)
     for n in (100_003, (1 << 20) + 5):  # the second: two record batches
         names = ["price", "delta", "vega"]
@@ -247,6 +248,7 @@ def test_answers_are_sent_from_the_outputs_own_memory() -> None:
             writer.write_table(table, max_chunksize=1 << 20)
         joined = b"".join(pieces)
         assert joined == sink.getvalue().to_pybytes()
+        assert len(pieces) <= 2 * (len(names) + 1) * -(-n // (1 << 20)) + 2
         back = pa.ipc.open_stream(joined).read_all()
         assert back.num_rows == n and back.column("id").equals(ids)
         for name in [*names, "error"]:
