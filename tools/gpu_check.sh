@@ -6,7 +6,7 @@
 # which needs the project's requirements and the gpu extra (cupy, numba-cuda).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-dir=${1:?usage: tools/gpu_check.sh DIR [tests] [core] [kernels|gpu-kernels]}
+dir=${1:?usage: tools/gpu_check.sh DIR [tests] [core] [kernels|gpu-kernels] [service]}
 shift
 stages=${*:-tests core kernels}
 py=${PY:-python3}
@@ -32,6 +32,7 @@ for stage in $stages; do
         # the GPU backends' rows, the split and the resident table only
         gpu-kernels) $py -m bench.kernels --backends cupy,numba-cuda --no-peers --out "$dir" \
                          2>&1 | tee "$dir/gpu-kernels.log" || rc=1 ;;
+        service) $py -m bench.service --out "$dir" 2>&1 | tee "$dir/gpu-service.log" || rc=1 ;;
         *) echo "unknown stage $stage" >&2; rc=2 ;;
     esac
 done
