@@ -119,6 +119,8 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.stats = BatcherStats()
+        #: Why batches left the backend they started on (None: they have not).
+        self.fallback_reason: str | None = None
 
     # --- front end --------------------------------------------------------------------
 
@@ -273,6 +275,8 @@ class MicroBatcher:
         if self._backend != self._fallback:
             log.error("device fault on %s (%s: %s); retrying the batch on %s and staying there",
                       self._backend, type(exc).__name__, exc, self._fallback)
+            self.fallback_reason = (f"device fault on {self._backend} "
+                                    f"({type(exc).__name__}: {exc}); on {self._fallback} since")
             self._backend = self._fallback
             self.stats.fallbacks += 1
             metrics.FALLBACKS.inc()

@@ -153,6 +153,25 @@ def candidates(backend: str, on_device: bool) -> list[str]:
     return usable
 
 
+def explain(backend: str = "auto", on_device: bool = False) -> str:
+    """Why `backend` ("auto" or a name) runs on the backend it does: the
+    setting that named it, or auto's order with the reason each backend
+    before it was skipped; the chosen backend's own status last."""
+    chosen = candidates(backend, on_device)[0]
+    if backend == "auto" and get_settings().backend != "auto":
+        return f"GPU_PRICER_BACKEND={chosen}: {status(chosen).reason}"
+    if backend != "auto":
+        return f"asked for {chosen}: {status(chosen).reason}"
+    order = [b for b in AUTO_ORDER if not on_device or b in GPU]
+    skipped = [f"{b}: {status(b).reason}" + (", which auto never picks"
+                                             if status(b).available else "")
+               for b in order[:order.index(chosen)]]
+    why = f"auto: the first usable of {', '.join(order)}"
+    if skipped:
+        why += " (skipped " + "; ".join(skipped) + ")"
+    return f"{why}; {chosen}: {status(chosen).reason}"
+
+
 def mark_failed(name: str, exc: BaseException) -> None:
     """Record a backend's failure at use so 'auto' skips it from now on."""
     _failed[name] = f"{type(exc).__name__}: {exc}"

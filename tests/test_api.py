@@ -29,6 +29,18 @@ def test_health_ready_info(client: TestClient) -> None:
     info = client.get("/v1/info").json()
     assert info["backend"] == "numba"
     assert info["backends"]["cupy"]["available"] is False
+    # why: auto's order, each GPU backend skipped with its reason
+    why = info["backend_reason"]
+    assert why.startswith("auto: the first usable of numba-cuda, cupy, numba, numpy")
+    assert f"cupy: {info['backends']['cupy']['reason']}" in why
+    device = info["device"]
+    assert device["kind"] == "cpu" and device["cpus_usable"] >= 1 and device["threads"] >= 1
+    assert device["model"]
+    versions = info["versions"]
+    assert versions["numpy"] == np.__version__ and versions["gpu-pricer"] == gp.__version__
+    assert {"python", "numba", "pyarrow", "fastapi", "uvicorn", "pydantic"} <= set(versions)
+    assert info["errors"] == {str(int(c)): r for c, r in gp.ERRORS.items()}
+    assert info["errors"]["6"] == "option_type is not call/put/c/p"
 
 
 def test_price_rows_in_order_with_ids(client: TestClient) -> None:

@@ -121,6 +121,17 @@ def test_device_failing_at_first_use_falls_back(monkeypatch: pytest.MonkeyPatch)
     assert not st.available and "CUDA_ERROR_ILLEGAL_ADDRESS" in st.reason
     gp.price(option_type="call", spot=100.0, strike=100.0, t=1.0, sigma=0.2)
     assert calls == ["numba-cuda"]  # not tried again
+    why = dispatch.explain()
+    assert why.startswith("auto: the first usable of numba-cuda, cupy, numba, numpy (skipped ")
+    assert "numba-cuda: failed at use: RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS" in why
+    assert "cupy: pretend no driver" in why and "; numba: numba " in why
+
+
+def test_explain_names_the_setting_or_the_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert dispatch.explain("numpy") == f"asked for numpy: numpy {np.__version__}"
+    monkeypatch.setenv("GPU_PRICER_BACKEND", "numpy")
+    get_settings.cache_clear()
+    assert dispatch.explain() == f"GPU_PRICER_BACKEND=numpy: numpy {np.__version__}"
 
 
 def test_environment_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -177,6 +177,8 @@ def test_device_fault_retries_on_the_cpu_and_stays_there() -> None:
     assert rec.backends == ["numba-cuda", "numba", "numba"]
     assert b.backend == "numba"
     assert b.stats.fallbacks == 1
+    assert b.fallback_reason == ("device fault on numba-cuda (RuntimeError: "
+                                 "CUDA_ERROR_LAUNCH_FAILED); on numba since")
 
 
 def test_a_fault_on_the_cpu_fails_that_batch_only() -> None:
