@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The checks that need a real NVIDIA GPU, in one go: the GPU test module (with
-# the backend tests beside it), then the core and kernel benches.
-# Usage: tools/gpu_check.sh DIR [tests] [core] [kernels|gpu-kernels]   (all three by default)
+# the backend tests beside it), then the core and kernel benches; on request,
+# the service bench (about 5 minutes; wrk on PATH), to measure the service's
+# targets on that machine's CPUs and GPU.
+# Usage: tools/gpu_check.sh DIR [tests] [core] [kernels|gpu-kernels] [service]
+#        (tests, core and kernels by default)
 # Logs and bench reports go to DIR; PY names the interpreter (default python3),
 # which needs the project's requirements and the gpu extra (cupy, numba-cuda).
 set -uo pipefail
