@@ -114,6 +114,33 @@ def test_openapi_documents_both_bodies(client: TestClient) -> None:
     assert [p["name"] for p in iv["parameters"]] == ["model", "strict", "x-deadline-ms"]
 
 
+def test_arrow_option_type_in_every_string_form(client: TestClient) -> None:
+    """option_type as string, large_string, string_view or a dictionary (a
+    pandas categorical's Arrow form) prices as the booleans it stands for,
+    an unknown word or a null marked in its row."""
+    n = 3000
+    rng = np.random.default_rng(8)
+    words = rng.choice(np.array(["call", "Put", "C", "p", "bogus"]), n)
+    strike = rng.uniform(60.0, 140.0, n)
+    mask = np.arange(n) % 700 == 5
+    lower = np.char.lower(words)
+    want = gp.price(option_type=np.where(mask, "?", words), spot=100.0, strike=strike, t=0.5,
+                    sigma=0.3, greeks=["delta"])
+    assert ((lower == "bogus") | mask).sum() == (want["error"] != 0).sum() > 0
+    plain = pa.array(words, mask=mask)
+    for column in (plain, plain.cast(pa.large_string()), plain.cast(pa.string_view()),
+                   plain.dictionary_encode()):
+        table = pa.table({"option_type": column, "spot": np.full(n, 100.0), "strike": strike,
+                          "t": np.full(n, 0.5), "sigma": np.full(n, 0.3)})
+        r = client.post("/v1/price?greeks=delta", content=_stream(table),
+                        headers={"Content-Type": ARROW})
+        assert r.status_code == 200, (column.type, r.text)
+        got = _read(r.content)
+        for name in ("price", "delta", "error"):
+            np.testing.assert_array_equal(got.column(name).to_numpy(), want[name],
+                                          err_msg=f"{column.type} {name}")
+
+
 def test_arrow_strict_names_the_bad_rows(client: TestClient) -> None:
     """?strict=true: a 422 naming the bad rows by their index in the stream
     (across record batches) and why; without it, per-row errors and the
