@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import platform
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache
-from importlib import metadata
 from typing import Any
 
 import anyio.to_thread
-import numba
 import numpy as np
 import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -33,7 +28,7 @@ import gpu_pricer as gp
 from gpu_pricer import buffers, dispatch
 from gpu_pricer.inputs import text_codes
 
-from . import arrow_io, jsonio, memory, metrics, openapi
+from . import about, arrow_io, jsonio, memory, metrics, openapi
 from .batcher import DeadlineExceeded, EngineStopped, MicroBatcher, QueueFull
 from .bodies import read_body
 from .book import router as book_router
@@ -238,53 +233,17 @@ async def info() -> dict[str, Any]:
         "version": gp.__version__,
         "backend": backend,
         "backend_reason": fallback or dispatch.explain(),
-        "device": _device(backend, status[backend].reason),
+        "device": about.device(backend, status[backend].reason),
         "batcher": {"max_batch_options": settings.max_batch_options,
                     "max_delay_us": settings.max_delay_us,
                     "max_queue_options": settings.max_queue_options,
                     "default_deadline_ms": settings.default_deadline_ms},
         "backends": {k: {"available": v.available, "reason": v.reason} for k, v in
                      status.items()},
-        "versions": _versions(),
+        "versions": about.versions(),
         "numpy": np.__version__,
         "errors": {str(int(code)): reason for code, reason in gp.ERRORS.items()},
     }
-
-
-def _device(backend: str, reason: str) -> dict[str, Any]:
-    """What `backend` computes on: the GPU its status names, or this host's CPUs."""
-    if backend in dispatch.GPU:
-        return {"kind": "gpu", "description": reason}
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"kind": "cpu", "model": _cpu_model(), "cpus_usable": cpus,
-            "threads": numba.get_num_threads() if backend == "numba" else 1}
-
-
-@cache
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else what the platform module says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@cache
-def _versions() -> dict[str, str]:
-    """The versions of Python and of the packages the service runs on (the
-    installed ones of the GPU extra's too)."""
-    out = {"python": platform.python_version()}
-    for dist in ("gpu-pricer", "numpy", "scipy", "numba", "pyarrow", "fastapi", "uvicorn",
-                 "pydantic", "msgspec", "cupy-cuda12x", "cupy-cuda13x", "numba-cuda"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _greeks(model: str, requested: Any, loc: list[str]) -> tuple[str, ...]:

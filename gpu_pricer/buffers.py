@@ -43,7 +43,7 @@ class BufferPool:
         return self._take(nbytes).view(dtype).reshape(shape)
 
     def bytes(self, nbytes: int) -> np.ndarray[Any, Any]:
-        """An uninitialised uint8 array of `nbytes` (a request body, an answer),
+        """An uninitialised uint8 array of `nbytes` (a request body),
         over a free pooled buffer when there is one large enough."""
         if nbytes < MIN_POOLED_BYTES or nbytes > self._max_bytes:
             return np.empty(nbytes, np.uint8)
