@@ -399,10 +399,15 @@ async def implied_vol_arrow(
     request: Request,
     model: str = "bsm",
     strict: bool = False,
+    greeks: str = "",
     x_deadline_ms: int | None = Header(None, gt=0),
 ) -> Response:
-    """The Arrow form of POST /v1/implied-vol (routed here by content type)."""
+    """The Arrow form of POST /v1/implied-vol (routed here by content type);
+    Greeks asked of it are a 422, as in its JSON form, not ignored."""
     _check_model(model)
+    if greeks:
+        raise HTTPException(422, detail=[{"loc": ["query", "greeks"],
+                                          "msg": "implied vol returns no Greeks"}])
     return await _arrow(request, "implied_vol", model, (), x_deadline_ms, strict)
 
 

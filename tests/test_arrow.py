@@ -172,6 +172,9 @@ def test_arrow_strict_names_the_bad_rows(client: TestClient) -> None:
     r = client.post("/v1/implied-vol?strict=true", content=_stream(iv),
                     headers={"Content-Type": ARROW})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "rows", 1]
+    r = client.post("/v1/implied-vol?greeks=delta", content=_stream(iv),
+                    headers={"Content-Type": ARROW})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "greeks"]
 
 
 def _book_table(n: int, seed: int) -> pa.Table:
