@@ -53,14 +53,11 @@ def _column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
 
 
 def option_type(table: pa.Table) -> np.ndarray[Any, Any]:
-    """The option_type argument of the column: booleans as they are (no
-    copy); strings read into codes in a compiled loop, handed on as a
-    boolean view when every row is call or put, else as one-letter strings
-    (a null, or any other word, is a per-row INVALID_OPTION_TYPE)."""
+    """The option_type argument of the column: its codes (the library's
+    reading of booleans or strings), handed on as a boolean view when every
+    row is call or put, else as one-letter strings (a null, or any other
+    word, is a per-row INVALID_OPTION_TYPE)."""
     col = table.column("option_type")
-    if pa.types.is_boolean(col.type) and col.null_count == 0:
-        booleans: np.ndarray[Any, Any] = col.to_numpy()
-        return booleans
     if not book.is_option_type_column(col.type):
         raise ArrowBodyError([{"loc": ["body", "option_type"],
                                "msg": f"expected strings or booleans, got {col.type}"}])

@@ -132,12 +132,12 @@ class MicroBatcher:
         """The loop ended: after `stop`, with nothing left; otherwise a bug
         outside any batch, logged, and every waiting request fails at once
         (503) rather than at its deadline."""
-        if task.cancelled() or task.exception() is None:
-            reason = "the batch loop was cancelled" if task.cancelled() else None
+        if task.cancelled():
+            reason = "the batch loop was cancelled"
+        elif (exc := task.exception()) is not None:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("the batch loop ended: %s", reason, exc_info=exc)
         else:
-            reason = f"{type(task.exception()).__name__}: {task.exception()}"
-            log.error("the batch loop ended: %s", reason, exc_info=task.exception())
-        if reason is None:
             return
         for job in self._jobs.values():
             if not job.future.done():

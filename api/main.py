@@ -23,6 +23,7 @@ import pyarrow as pa
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
 import gpu_pricer as gp
 from gpu_pricer import buffers, dispatch
@@ -352,21 +353,21 @@ def _check_count(n: int) -> None:
         raise HTTPException(413, detail=f"at most {limit} options per request")
 
 
-#: The spellings of a boolean query parameter, as FastAPI (pydantic) reads them.
-_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+#: A boolean query parameter read as FastAPI reads one (pydantic's rules).
+_BOOLEAN = TypeAdapter(bool)
 
 
 def _strict_query(request: Request) -> bool:
     """The ``strict`` query parameter of a JSON route (the body's field of
     the same name does the same); 422 when it is not a boolean."""
     raw = request.query_params.get("strict")
-    if raw is None or raw.lower() in _FALSE:
+    if raw is None:
         return False
-    if raw.lower() in _TRUE:
-        return True
-    raise HTTPException(422, detail=[{"loc": ["query", "strict"],
-                                      "msg": "must be a boolean (true or false)"}])
+    try:
+        return bool(_BOOLEAN.validate_python(raw))
+    except ValidationError:
+        raise HTTPException(422, detail=[{"loc": ["query", "strict"],
+                                          "msg": "must be a boolean (true or false)"}]) from None
 
 
 def _check_strict(strict: bool, err: np.ndarray[Any, Any], loc: list[str]) -> None:

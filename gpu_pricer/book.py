@@ -117,9 +117,8 @@ def arrow_option_codes(col: pa.Array | pa.ChunkedArray) -> Array:
     """The option-type codes (int8: 1 call, 0 put, -1 for anything else, a
     null too) of an Arrow column of booleans (True = call) or strings
     (call/put/c/p in any case; string, large_string, string_view, or a
-    dictionary of them), read from its buffers in a compiled loop: about a
-    millisecond per million rows, where Arrow's lowercasing and set lookups
-    took about 25 ms."""
+    dictionary of them); strings are read from their buffers in a compiled
+    loop (`kernels.text`), not through Arrow's lowercasing and set lookups."""
     if isinstance(col, pa.ChunkedArray):
         parts = [arrow_option_codes(chunk) for chunk in col.chunks]
         if len(parts) == 1:
@@ -131,7 +130,8 @@ def arrow_option_codes(col: pa.Array | pa.ChunkedArray) -> Array:
         indices = pc.fill_null(col.indices, 0).to_numpy(zero_copy_only=False)
         out = lut[indices] if lut.size else np.full(n, -1, np.int8)
     elif pa.types.is_boolean(col.type):
-        out = pc.fill_null(col.cast(pa.int8()), -1).to_numpy(zero_copy_only=False)
+        booleans: Array = pc.fill_null(col.cast(pa.int8()), -1).to_numpy(zero_copy_only=False)
+        return booleans  # nulls filled with -1 already
     else:
         if pa.types.is_string_view(col.type):
             col = col.cast(pa.string())
@@ -143,8 +143,7 @@ def arrow_option_codes(col: pa.Array | pa.ChunkedArray) -> Array:
                                     offset=col.offset * np.dtype(kind).itemsize)
             data = np.frombuffer(data_buf, np.uint8) if data_buf else np.empty(0, np.uint8)
             text.utf8_codes(offsets, data, out)
-    if col.null_count:
-        out = np.array(out, copy=True) if not out.flags.writeable else out
+    if col.null_count:  # `out` is a new array here: writable
         out[col.is_null().to_numpy(zero_copy_only=False)] = -1
     codes: Array = out
     return codes

@@ -10,8 +10,8 @@ layouts of a column of text:
   ``S`` array as bytes, one row per string, padded with zeros at the end;
 * Arrow's UTF-8: one data buffer and the offsets of each string in it.
 
-For a million strings these loops take about a millisecond, where NumPy's
-own lowercasing and comparisons took about 200 ms.
+They replace NumPy's string lowercasing and comparisons and Arrow's
+lowercasing and set lookups, which made new strings for every row.
 """
 
 from __future__ import annotations
